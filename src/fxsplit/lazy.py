@@ -1,0 +1,204 @@
+"""GraphModules that build their graph and generate their Python code only when needed.
+
+A split produces dozens of pieces that are mostly handed to a compiler and never run as
+Python, so fxsplit's pieces defer both costs of a ``torch.fx.GraphModule``:
+
+* the ``fx.Graph`` is built from the split plan on first access to ``.graph``;
+* Python code is generated on the first call, ``.code``, ``str()``, pickling or
+  ``deepcopy`` (as torch's ``_LazyGraphModule`` does), at most once per piece.
+
+Pieces of one split that are structurally identical (the layers of a deep model) share
+one generated ``forward``: a piece whose graph nobody has looked at yet takes the
+function generated for its first sibling instead of generating its own. A piece whose
+graph has been built, and so may have been edited, always generates from that graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.fx import Graph, GraphModule
+
+from . import _compat
+
+# One lock for all materialisation: it is taken only on first use of a piece, and a
+# reentrant lock lets building a graph nest inside generating its code.
+_MATERIALIZE_LOCK = threading.RLock()
+
+# forward functions generated so far for one split, by structure key
+CodeShare = dict[Hashable, Callable[..., Any]]
+
+_DEFERRED = "_fxsplit_deferred"
+_PYTHON_CODE = "_fxsplit_python_code"
+
+
+@dataclass(eq=False)
+class _Deferred:
+    build_graph: Callable[[], Graph]
+    share: CodeShare | None
+    structure_key: Callable[[], Hashable | None] | None
+
+
+if TYPE_CHECKING:
+    _Base = GraphModule
+else:
+    _Base = object
+
+
+class LazyGraphModule(_Base):
+    """A ``torch.fx.GraphModule`` whose graph and code are built on first use.
+
+    Instances are made by :func:`make_lazy_module`; every concrete instance is also an
+    instance of ``torch.fx.GraphModule`` (and of torch's ``_LazyGraphModule`` where this
+    torch has it, so torch's own passes treat it as lazy).
+
+    Example::
+
+        piece = split_gm.submod_0          # nothing generated yet
+        piece.code                         # generates this piece's code, once
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_graph":
+            return self._materialize_graph()
+        return super().__getattr__(name)
+
+    def _materialize_graph(self) -> Graph:
+        with _MATERIALIZE_LOCK:
+            graph = self.__dict__.get("_graph")
+            if graph is not None:
+                return graph  # type: ignore[no-any-return]
+            deferred: _Deferred | None = self.__dict__.get(_DEFERRED)
+            if deferred is None:
+                raise AttributeError(f"{type(self).__name__} has no graph")
+            graph = deferred.build_graph()
+            graph.owning_module = self
+            self.__dict__["_graph"] = graph
+            return graph
+
+    def _lazy_forward(self, *args: Any, **kwargs: Any) -> Any:
+        self._ensure_forward()
+        return self(*args, **kwargs)
+
+    forward = _lazy_forward
+
+    def _ensure_forward(self) -> None:
+        cls = type(self)
+        if cls.forward is not cls._lazy_forward:
+            return
+        with _MATERIALIZE_LOCK:
+            if cls.forward is not cls._lazy_forward:
+                return
+            key, share = self._share_slot()
+            shared = share.get(key) if share is not None else None
+            if shared is not None:
+                cls.forward = shared
+                return
+            self._own_python_code()
+            if share is not None:
+                share[key] = cls.forward
+
+    def _share_slot(self) -> tuple[Hashable, CodeShare | None]:
+        """The key under which this piece may share code, if it may."""
+        deferred: _Deferred | None = self.__dict__.get(_DEFERRED)
+        if deferred is None or deferred.share is None or deferred.structure_key is None:
+            return None, None
+        if "_graph" in self.__dict__:
+            return None, None
+        key = deferred.structure_key()
+        return (key, deferred.share) if key is not None else (None, None)
+
+    def _own_python_code(self) -> Any:
+        """Generate this module's own code from its graph (once) and install it."""
+        with _MATERIALIZE_LOCK:
+            python_code = self.__dict__.get(_PYTHON_CODE)
+            if python_code is None:
+                python_code = GraphModule.recompile(self)
+                self.__dict__[_PYTHON_CODE] = python_code
+            return python_code
+
+    def recompile(self) -> None:  # type: ignore[override]
+        """Mark the code stale; it is regenerated from the graph when next needed.
+
+        A piece whose graph was never built cannot have changed, so this is a no-op
+        for it (a parent's ``recompile`` calls it on every child).
+        """
+        if "_graph" not in self.__dict__:
+            return
+        cls = type(self)
+        cls.forward = cls._lazy_forward
+        self.__dict__.pop(_PYTHON_CODE, None)
+
+    def real_recompile(self) -> None:
+        """Generate the real code now (torch's ``force_recompile`` calls this)."""
+        self._own_python_code()
+
+    def _real_recompile(self) -> Any:
+        return self._own_python_code()
+
+    @property
+    def code(self) -> str:
+        self._own_python_code()
+        return self._code  # type: ignore[no-any-return]
+
+    def __str__(self) -> str:
+        self._own_python_code()
+        return GraphModule.__str__(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> GraphModule:
+        self._materialize_graph()
+        for private in (_DEFERRED, _PYTHON_CODE):
+            if private in self.__dict__:
+                memo[id(self.__dict__[private])] = None
+        return GraphModule.__deepcopy__(self, memo)
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        python_code = self._own_python_code()
+        state = {
+            k: v for k, v in self.__dict__.items() if k not in ("_graph", _DEFERRED, _PYTHON_CODE)
+        }
+        return _compat.reduce_graph_module(self, state, python_code)
+
+
+@functools.cache
+def _concrete_class(base: type[GraphModule]) -> type[GraphModule]:
+    return type("LazyGraphModule", (LazyGraphModule, base), {"__module__": __name__})
+
+
+def make_lazy_module(
+    graph: Graph | Callable[[], Graph],
+    attrs: dict[str, Any] | None = None,
+    *,
+    share: CodeShare | None = None,
+    structure_key: Callable[[], Hashable | None] | None = None,
+) -> GraphModule:
+    """A lazy GraphModule over ``graph``, or over the graph that ``graph()`` builds.
+
+    ``attrs`` maps the qualified names of ``get_attr``/``call_module`` targets to their
+    values, as ``GraphModule(dict, graph)`` takes them. With ``share`` and
+    ``structure_key``, the module reuses the forward function of any earlier module
+    that registered the same key in ``share``.
+    """
+    cls = _concrete_class(_compat.lazy_graph_module_base())
+    attrs = attrs or {}
+    if isinstance(graph, Graph):
+        return cls(attrs, graph)  # type: ignore[no-any-return]
+    # GraphModule.__init__ copies attributes for the targets its graph names, so a stub
+    # graph naming them gets the exact torch semantics (buffers vs parameters, nesting).
+    stub = Graph()
+    for target in attrs:
+        stub.get_attr(target)
+    module = cls(attrs, stub)
+    del module.__dict__["_graph"]
+    module.__dict__[_DEFERRED] = _Deferred(graph, share, structure_key)
+    return module  # type: ignore[no-any-return]
+
+
+def is_materialized(module: torch.nn.Module) -> bool:
+    """Whether ``module``'s graph has been built (always true for ordinary modules)."""
+    return "_graph" in module.__dict__ or not isinstance(module, LazyGraphModule)
