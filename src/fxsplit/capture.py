@@ -14,7 +14,8 @@ def capture_graph(
     """Run ``model`` once under ``torch.compile`` and return Dynamo's graph and its inputs.
 
     The returned inputs are the flat arguments Dynamo passes to a backend (parameters
-    and SymInt sizes included), so ``gm(*inputs)`` runs the captured graph.
+    and SymInt sizes included), so ``gm(*inputs)`` runs the captured graph. The
+    caller's grad mode applies: capture under ``torch.no_grad()`` for inference graphs.
 
     Example::
 
@@ -29,8 +30,7 @@ def capture_graph(
 
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=record, dynamic=dynamic, fullgraph=True)
-    with torch.no_grad():
-        compiled(*example_inputs)
+    compiled(*example_inputs)
     torch._dynamo.reset()
     if len(captured) != 1:
         raise RuntimeError(f"expected Dynamo to capture one graph, it captured {len(captured)}")

@@ -1,0 +1,74 @@
+"""Shared fixtures: test ops, captured graphs, and a deep snapshot of a graph for
+"the input is unchanged" checks."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+from torch.fx import GraphModule
+
+import fxsplit
+from fxsplit import models
+
+
+@torch.library.custom_op("fxsplit_test::split_here", mutates_args=())
+def split_here(x: torch.Tensor) -> torch.Tensor:
+    """A stand-in attention op: any op that splits the graph will do."""
+    return x * 2
+
+
+@split_here.register_fake
+def _(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("fxsplit_test::pair", mutates_args=())
+def pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A splitting op that returns a tuple, unpacked by getitem."""
+    return x + 1, x - 1
+
+
+@pair.register_fake
+def _(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+SPLIT_HERE = "fxsplit_test::split_here"
+
+
+def graph_state(gm: GraphModule) -> list[tuple[Any, ...]]:
+    """Everything a split could disturb in a graph: nodes, order, wiring, meta and the
+    attributes set on each node (torch's splitters leave ``_fx_partition`` behind)."""
+    return [
+        (n.name, n.op, n.target, n.args, dict(n.kwargs), tuple(n.users), dict(n.meta), sorted(vars(n)))
+        for n in gm.graph.nodes
+    ]
+
+
+@functools.cache
+def _captured(layers: int) -> tuple[GraphModule, list[Any]]:
+    model, inputs = models.build(layers)
+    with torch.no_grad():
+        return fxsplit.capture_graph(model, inputs)
+
+
+@pytest.fixture(params=[1, 3])
+def synthetic(request: pytest.FixtureRequest) -> tuple[GraphModule, list[Any]]:
+    """The synthetic Llama captured by Dynamo (dynamic shapes), and its inputs."""
+    return _captured(request.param)
+
+
+def captured(layers: int) -> tuple[GraphModule, list[Any]]:
+    return _captured(layers)
+
+
+def capture(fn: Any, *inputs: Any) -> tuple[GraphModule, list[Any]]:
+    return fxsplit.capture_graph(fn, inputs)
+
+
+def assert_same(split: torch.nn.Module, gm: GraphModule, args: list[Any]) -> None:
+    """The split computes exactly what the unsplit graph computes."""
+    torch.testing.assert_close(split(*args), gm(*args), rtol=0, atol=0)

@@ -1,0 +1,86 @@
+"""Every branch of fxsplit._compat: with torch's private feature, and without it
+(simulated by hiding the name from the lookup)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from conftest import assert_same, captured
+from torch.fx import Graph, GraphModule
+from torch.fx.passes.split_module import split_module as torch_split_module
+
+import fxsplit
+from fxsplit import _compat, models
+from fxsplit.lazy import is_materialized
+
+ATTENTION = models.ATTENTION_OP_NAME
+
+
+def hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
+    """Make ``_compat`` see a torch without the given private names."""
+    lookup = _compat._private
+
+    def without(module: str, name: str):
+        return None if name in names else lookup(module, name)
+
+    monkeypatch.setattr(_compat, "_private", without)
+
+
+def test_lazy_base_is_torchs_lazy_module_when_present():
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    assert _compat.lazy_graph_module_base() is _LazyGraphModule
+
+
+def test_without_torchs_lazy_module_pieces_are_still_lazy(monkeypatch):
+    gm, args = captured(1)
+    hide(monkeypatch, "_LazyGraphModule")
+    assert _compat.lazy_graph_module_base() is GraphModule
+    calls = []
+    python_code = Graph.python_code
+    monkeypatch.setattr(Graph, "python_code", lambda self, *a, **k: calls.append(self) or python_code(self, *a, **k))
+    split, items = fxsplit.split_graph(gm, [ATTENTION])
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    assert not isinstance(items[0].graph, _LazyGraphModule)
+    assert isinstance(items[0].graph, fxsplit.LazyGraphModule)
+    assert calls == [] and not is_materialized(items[0].graph)
+    assert_same(split, gm, args)
+    assert_same(pickle.loads(pickle.dumps(split)), gm, args)
+
+
+@pytest.mark.parametrize("hidden", [(), ("_format_import_block",), ("reduce_graph_module",)])
+def test_pickling_with_and_without_torchs_private_helpers(monkeypatch, hidden):
+    gm, args = captured(1)
+    hide(monkeypatch, *hidden)
+    split, items = fxsplit.split_graph(gm, [ATTENTION])
+    for module in (split, items[1].graph):
+        restored = pickle.loads(pickle.dumps(module))
+        # unpickling re-traces the code into a plain GraphModule, as torch does
+        plain = pickle.loads(pickle.dumps(GraphModule(module, module.graph)))
+        assert isinstance(restored, GraphModule) and not isinstance(restored, fxsplit.LazyGraphModule)
+        assert restored.code == plain.code
+    assert_same(pickle.loads(pickle.dumps(split)), gm, args)
+
+
+def test_split_module_simple_lookup(monkeypatch):
+    assert _compat.split_module_simple() is torch.fx.passes.split_module.split_module_simple
+    hide(monkeypatch, "split_module_simple")
+    assert _compat.split_module_simple() is None
+
+
+def test_torch_lazy_switch_present_and_absent(monkeypatch):
+    gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Tanh()))
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    with _compat.torch_lazy_graph_modules() as switched:
+        assert switched
+        split = torch_split_module(gm, None, lambda n: 0)
+    assert isinstance(split, _LazyGraphModule)
+    hide(monkeypatch, "_use_lazy_graph_module")
+    with _compat.torch_lazy_graph_modules() as switched:
+        assert not switched
+        split = torch_split_module(gm, None, lambda n: 0)
+    assert not isinstance(split, _LazyGraphModule)
