@@ -177,31 +177,27 @@ def test_consecutive_splitting_ops_share_one_piece():
     assert_same(split, gm, args)
 
 
-def test_allocation_only_piece_folds_into_the_previous_compute_piece():
+@pytest.mark.parametrize(
+    "like, expected_kinds, alloc_piece",
+    [
+        # allocation only needs the input: folds into the first compute piece, and the
+        # two splitting pieces it separated become one
+        ("input", [False, True, False], 0),
+        # allocation needs the splitting result: it cannot move before it, so stays put
+        ("splitting result", [False, True, False, True, False], 2),
+    ],
+)
+def test_allocation_only_piece_folds_back_when_it_can(like, expected_kinds, alloc_piece):
     def f(x):
         y = torch.ops.fxsplit_test.split_here(x * 2)
-        buffer = torch.empty_like(x)
+        buffer = torch.empty_like(x if like == "input" else y)
         z = torch.ops.fxsplit_test.split_here(y)
         return z + buffer.fill_(1.0)
 
     gm, args = capture(f, torch.randn(3))
     split, items = fxsplit.split_graph(gm, [SPLIT_HERE])
-    assert kinds(items) == [False, True, False]
-    assert any(n.target is torch.empty_like for n in items[0].graph.graph.nodes)
-    assert_same(split, gm, args)
-
-
-def test_allocation_that_needs_a_splitting_result_stays_put():
-    def f(x):
-        y = torch.ops.fxsplit_test.split_here(x * 2)
-        buffer = torch.empty_like(y)
-        z = torch.ops.fxsplit_test.split_here(y)
-        return z + buffer.fill_(1.0)
-
-    gm, args = capture(f, torch.randn(3))
-    split, items = fxsplit.split_graph(gm, [SPLIT_HERE])
-    assert kinds(items) == [False, True, False, True, False]
-    assert [n.target for n in items[2].graph.graph.nodes if n.op == "call_function"] == [torch.empty_like]
+    assert kinds(items) == expected_kinds
+    assert any(n.target is torch.empty_like for n in items[alloc_piece].graph.graph.nodes)
     assert_same(split, gm, args)
 
 

@@ -57,7 +57,7 @@ def reduce_graph_module(
 
 def split_module_simple() -> Callable[..., torch.fx.GraphModule] | None:
     """torch's private ``split_module_simple`` where it exists (benchmarks compare it)."""
-    return _private("torch.fx.passes.split_module", "split_module_simple")  # type: ignore[no-any-return]
+    return _private("torch.fx.passes.split_module", "split_module_simple")
 
 
 @contextlib.contextmanager

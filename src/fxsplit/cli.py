@@ -21,6 +21,8 @@ def _layer_list(text: str) -> list[int]:
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
 
+    if args.plot:
+        bench.require_matplotlib()
     results = []
     for layers in args.layers:
         if not args.json:
@@ -43,10 +45,14 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fxsplit", description="Fast, lazy FX graph splitting for piecewise torch.compile.")
+    parser = argparse.ArgumentParser(
+        prog="fxsplit", description="Fast, lazy FX graph splitting for piecewise torch.compile."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="time fxsplit's splitter against torch's on the built-in synthetic model")
-    bench.add_argument("--layers", type=_layer_list, default=[28], help="decoder layers, or a comma-separated sweep (default 28)")
+    bench.add_argument(
+        "--layers", type=_layer_list, default=[28], help="decoder layers, or a comma-separated sweep (default 28)"
+    )
     bench.add_argument("--reps", type=int, default=7, help="timed repetitions per variant (default 7)")
     bench.add_argument("--json", action="store_true", help="print machine-readable results")
     bench.add_argument("--plot", metavar="FILE.png", help="draw split time against layers (needs matplotlib)")

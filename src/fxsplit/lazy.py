@@ -15,7 +15,6 @@ graph has been built, and so may have been edited, always generates from that gr
 
 from __future__ import annotations
 
-import functools
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -72,7 +71,7 @@ class LazyGraphModule(_Base):
         with _MATERIALIZE_LOCK:
             graph = self.__dict__.get("_graph")
             if graph is not None:
-                return graph  # type: ignore[no-any-return]
+                return graph
             deferred: _Deferred | None = self.__dict__.get(_DEFERRED)
             if deferred is None:
                 raise AttributeError(f"{type(self).__name__} has no graph")
@@ -144,7 +143,7 @@ class LazyGraphModule(_Base):
     @property
     def code(self) -> str:
         self._own_python_code()
-        return self._code  # type: ignore[no-any-return]
+        return self._code
 
     def __str__(self) -> str:
         self._own_python_code()
@@ -159,15 +158,18 @@ class LazyGraphModule(_Base):
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         python_code = self._own_python_code()
-        state = {
-            k: v for k, v in self.__dict__.items() if k not in ("_graph", _DEFERRED, _PYTHON_CODE)
-        }
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_graph", _DEFERRED, _PYTHON_CODE)}
         return _compat.reduce_graph_module(self, state, python_code)
 
 
-@functools.cache
+_CONCRETE_CLASSES: dict[type[GraphModule], type[GraphModule]] = {}
+
+
 def _concrete_class(base: type[GraphModule]) -> type[GraphModule]:
-    return type("LazyGraphModule", (LazyGraphModule, base), {"__module__": __name__})
+    cls = _CONCRETE_CLASSES.get(base)
+    if cls is None:
+        cls = _CONCRETE_CLASSES[base] = type("LazyGraphModule", (LazyGraphModule, base), {"__module__": __name__})
+    return cls
 
 
 def make_lazy_module(
@@ -187,7 +189,7 @@ def make_lazy_module(
     cls = _concrete_class(_compat.lazy_graph_module_base())
     attrs = attrs or {}
     if isinstance(graph, Graph):
-        return cls(attrs, graph)  # type: ignore[no-any-return]
+        return cls(attrs, graph)
     # GraphModule.__init__ copies attributes for the targets its graph names, so a stub
     # graph naming them gets the exact torch semantics (buffers vs parameters, nesting).
     stub = Graph()
@@ -196,7 +198,7 @@ def make_lazy_module(
     module = cls(attrs, stub)
     del module.__dict__["_graph"]
     module.__dict__[_DEFERRED] = _Deferred(graph, share, structure_key)
-    return module  # type: ignore[no-any-return]
+    return module
 
 
 def is_materialized(module: torch.nn.Module) -> bool:

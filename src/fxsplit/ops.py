@@ -20,14 +20,14 @@ import logging
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch.fx import Node
 
 log = logging.getLogger(__name__)
 
-SplittingOp = Union[str, torch._ops.OpOverload, torch._ops.OpOverloadPacket, Callable[..., Any]]
+SplittingOp = str | torch._ops.OpOverload | torch._ops.OpOverloadPacket | Callable[..., Any]
 
 
 def _packet_name(packet: torch._ops.OpOverloadPacket) -> str:
@@ -45,7 +45,9 @@ def _resolve_name(name: str) -> torch._ops.OpOverload | torch._ops.OpOverloadPac
     namespace, sep, rest = name.partition("::")
     op_name, _, overload = rest.partition(".")
     if not sep or not namespace or not op_name:
-        raise ValueError(f"splitting op {name!r} is not an op name: write it as 'namespace::op' or 'namespace::op.overload'")
+        raise ValueError(
+            f"splitting op {name!r} is not an op name: write it as 'namespace::op' or 'namespace::op.overload'"
+        )
     try:
         packet = getattr(getattr(torch.ops, namespace), op_name)
         return getattr(packet, overload) if overload else packet
@@ -87,7 +89,10 @@ class OpMatcher:
             if target in self.targets:
                 return True
             if isinstance(target, torch._ops.OpOverload):
-                if _overload_name(target) in self.overload_names or _packet_name(target.overloadpacket) in self.packet_names:
+                if (
+                    _overload_name(target) in self.overload_names
+                    or _packet_name(target.overloadpacket) in self.packet_names
+                ):
                     return True
             elif isinstance(target, torch._ops.OpOverloadPacket) and _packet_name(target) in self.packet_names:
                 return True
@@ -111,7 +116,7 @@ class OpMatcher:
 def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
     """Build an :class:`OpMatcher`; raises ``ValueError`` for names of unknown ops."""
     if isinstance(splitting_ops, (str, torch._ops.OpOverload, torch._ops.OpOverloadPacket)) or callable(splitting_ops):
-        splitting_ops = [splitting_ops]  # type: ignore[list-item]
+        splitting_ops = [splitting_ops]
     m = OpMatcher()
     for spec in splitting_ops:
         if isinstance(spec, str):

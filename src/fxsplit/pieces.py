@@ -49,7 +49,9 @@ def lookup_attr(module: torch.nn.Module, qualname: str) -> Any:
 class _PieceBuilder:
     """Everything needed to build one piece's graph later, and to key its structure."""
 
-    def __init__(self, piece: PiecePlan, snapshot: dict[Node, NodeRecord], module_attrs: dict[Node, Any], options: NamingOptions) -> None:
+    def __init__(
+        self, piece: PiecePlan, snapshot: dict[Node, NodeRecord], module_attrs: dict[Node, Any], options: NamingOptions
+    ) -> None:
         self.piece = piece
         self.snapshot = snapshot
         self.options = options
@@ -68,15 +70,19 @@ class _PieceBuilder:
         graph = Graph()
         env: dict[Any, Any] = {}
         for enter in piece.prelude:
-            record = self.snapshot[enter]
-            node = graph.create_node(record.op, record.target, tuple(record.args), {}, type_expr=record.type)
-            node.meta = record.meta.copy()
+            state = self.snapshot[enter]
+            node = graph.create_node(state.op, state.target, tuple(state.args), {}, type_expr=state.type)
+            node.meta = state.meta.copy()
             env[enter] = node
         for counter, value in enumerate(self.placeholder_inputs):
             name = value.name if options.keep_original_input_name else f"arg_{counter}"
-            record = self.snapshot.get(value) if isinstance(value, Node) else None
-            node = graph.placeholder(name, type_expr=record.type if record else None)
-            node.meta = (record.meta if record else value.meta).copy()
+            if isinstance(value, SizeDim):
+                node = graph.placeholder(name)
+                node.meta = value.meta.copy()
+            else:
+                source = self.snapshot[value]
+                node = graph.placeholder(name, type_expr=source.type)
+                node.meta = source.meta.copy()
             env[value] = node
         for value in self.attr_inputs:
             node = graph.get_attr(str(value.target))
@@ -87,8 +93,8 @@ class _PieceBuilder:
 
         for record in piece.records:
             if isinstance(record, SizeDim):
-                name = record.name if options.keep_original_node_name else None
-                node = graph.create_node("call_function", SYM_SIZE, (env[record.tensor], record.dim), name=name)
+                dim_name = record.name if options.keep_original_node_name else None
+                node = graph.create_node("call_function", SYM_SIZE, (env[record.tensor], record.dim), name=dim_name)
                 node.meta = record.meta.copy()
                 env[record] = node
                 continue
@@ -106,9 +112,9 @@ class _PieceBuilder:
             node.meta = record.meta.copy()
             env[record.node] = node
         for exit_node, enter in piece.epilogue:
-            record = self.snapshot[exit_node]
-            node = graph.create_node(record.op, record.target, (env[enter],), {}, type_expr=record.type)
-            node.meta = record.meta.copy()
+            state = self.snapshot[exit_node]
+            node = graph.create_node(state.op, state.target, (env[enter],), {}, type_expr=state.type)
+            node.meta = state.meta.copy()
         outputs = tuple(env[v] for v in piece.outputs)
         graph.output(outputs[0] if len(outputs) == 1 and not options.tuple_return else outputs)
         return graph
@@ -119,9 +125,9 @@ class _PieceBuilder:
         refs: dict[Any, int] = {}
         parts: list[Hashable] = [len(self.placeholder_inputs), tuple(str(v.target) for v in self.attr_inputs)]
         for enter in piece.prelude:
-            record = self.snapshot[enter]
+            state = self.snapshot[enter]
             refs[enter] = len(refs)
-            parts.append((target_key(record.target), arg_key(record.args, refs)))
+            parts.append((target_key(state.target), arg_key(state.args, refs)))
         for value in (*self.placeholder_inputs, *self.attr_inputs):
             refs[value] = len(refs)
         for size_node, dims in piece.size_views.items():
@@ -198,7 +204,7 @@ def _stitching_graph(plan: SplitPlan, builders: list[_PieceBuilder], options: Na
         if record.op == "placeholder":
             default = record.args[0] if record.args else inspect.Signature.empty
             if options.keep_original_node_name:
-                args = () if default is inspect.Signature.empty else (default,)
+                args: tuple[Any, ...] = () if default is inspect.Signature.empty else (default,)
                 node = graph.create_node("placeholder", record.node.name, args=args, type_expr=record.type)
             else:
                 node = graph.placeholder(record.target, type_expr=record.type, default_value=default)
@@ -219,7 +225,7 @@ def _stitching_graph(plan: SplitPlan, builders: list[_PieceBuilder], options: Na
         if options.keep_original_order:
             for value in piece.inputs:
                 if value in attribute_records:
-                    construct(attribute_records[value])  # type: ignore[index]
+                    construct(attribute_records[value])
         call = graph.call_module(piece.submod_name, tuple(env[v] for v in builder.placeholder_inputs))
         outputs = list(piece.outputs)
         if len(outputs) > 1 or (outputs and options.tuple_return):

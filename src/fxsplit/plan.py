@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import sympy
 import torch
@@ -58,7 +58,7 @@ class SizeDim:
     meta: dict[str, Any]
 
 
-Value = Union[Node, SizeDim]
+Value = Node | SizeDim
 
 
 @dataclass(eq=False)
@@ -104,7 +104,7 @@ def _free_symbols(value: Any) -> set[sympy.Symbol]:
     elif isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
         parts = (value,)
     else:
-        return free_symbols(value)
+        return set(free_symbols(value))
     found: set[sympy.Symbol] = set()
     for part in parts:
         if isinstance(part, (torch.SymInt, torch.SymFloat, torch.SymBool)):
@@ -122,7 +122,9 @@ def _full_size_dims(node: Node) -> tuple[SizeDim | int, ...] | None:
         return None
     assert isinstance(tensor, Node)
     return tuple(
-        SizeDim(tensor, i, f"{node.name}_dim{i}", {"example_value": d, "val": d}) if isinstance(d, torch.SymInt) else int(d)
+        SizeDim(tensor, i, f"{node.name}_dim{i}", {"example_value": d, "val": d})
+        if isinstance(d, torch.SymInt)
+        else int(d)
         for i, d in enumerate(value.shape)
     )
 
@@ -252,7 +254,9 @@ def plan_split(
                 grad_regions[node] = [name]
             elif target is AUTOCAST_ENTER:
                 if any(isinstance(a, Node) for a in node.args):
-                    raise ValueError(f"autocast node {node.name!r} takes graph values; split_module needs constants there")
+                    raise ValueError(
+                        f"autocast node {node.name!r} takes graph values; split_module needs constants there"
+                    )
                 active_autocasts[node] = None
                 autocast_regions[node] = [name]
             else:

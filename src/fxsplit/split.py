@@ -142,7 +142,7 @@ def split_graph(gm: GraphModule, splitting_ops: Iterable[SplittingOp]) -> tuple[
         gm.graph,
         assignment.__getitem__,
         decompose_sizes=True,
-        splitting=splitting_ids.__contains__,  # type: ignore[arg-type]
+        splitting=splitting_ids.__contains__,
     )
     split = build_split_module(plan, gm, NamingOptions(keep_original_order=True, keep_original_node_name=True))
     items = [
