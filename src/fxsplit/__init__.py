@@ -1,14 +1,29 @@
 """fxsplit: fast, lazy graph splitting for piecewise torch.compile."""
 
+from collections.abc import Callable as _Callable
+from typing import Any as _Any
+
+from torch.fx import GraphModule as _GraphModule
+
+from . import _compat
+from .backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
 from .capture import capture_graph
+from .compilers import COMPILER_NAMES
 from .lazy import LazyGraphModule
 from .ops import SplittingOp, matcher
 from .plan import PartitionCycleError
+from .report import CompileReport, PieceRow
 from .split import SplitItem, split_graph, split_module
 
 __all__ = [
+    "COMPILER_NAMES",
+    "DEFAULT_SPLITTING_OPS",
+    "CompileReport",
     "LazyGraphModule",
     "PartitionCycleError",
+    "PieceCompileError",
+    "PieceRow",
+    "PiecewiseBackend",
     "SplitItem",
     "SplittingOp",
     "capture_graph",
@@ -16,3 +31,11 @@ __all__ = [
     "split_graph",
     "split_module",
 ]
+
+
+def _default_backend(gm: _GraphModule, example_inputs: list[_Any]) -> _Callable[..., _Any]:
+    """``torch.compile(model, backend="fxsplit")``: PiecewiseBackend with its defaults."""
+    return PiecewiseBackend()(gm, example_inputs)
+
+
+_compat.register_dynamo_backend("fxsplit", _default_backend)

@@ -73,3 +73,35 @@ def torch_lazy_graph_modules() -> Iterator[bool]:
         return
     with switch(True):
         yield True
+
+
+def dynamo_backend(name: str) -> Callable[..., Any]:
+    """Dynamo's registered backend ``name`` as ``(gm, example_inputs) -> callable``.
+
+    Without the registry, fall back to the public ``torch.compile`` of the module,
+    which compiles on first call instead of now.
+    """
+    lookup = _private("torch._dynamo", "lookup_backend")
+    if lookup is not None:
+        return lookup(name)
+
+    def compile_on_first_call(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+        return torch.compile(gm, backend=name, dynamic=True)
+
+    return compile_on_first_call
+
+
+def register_dynamo_backend(name: str, compiler_fn: Callable[..., Any]) -> bool:
+    """Make ``torch.compile(backend=name)`` find ``compiler_fn``; False where it cannot."""
+    register = _private("torch._dynamo", "register_backend")
+    if register is None:
+        return False
+    register(compiler_fn, name=name)
+    return True
+
+
+def dynamo_restart_exceptions() -> tuple[type[BaseException], ...]:
+    """Exceptions by which Dynamo asks to trace the frame again: a backend must let
+    them through untouched."""
+    restart = _private("torch._dynamo.exc", "RestartAnalysis")
+    return (restart,) if isinstance(restart, type) else ()

@@ -41,6 +41,7 @@ class _Deferred:
     build_graph: Callable[[], Graph]
     share: CodeShare | None
     structure_key: Callable[[], Hashable | None] | None
+    node_count: int | None
 
 
 if TYPE_CHECKING:
@@ -178,13 +179,15 @@ def make_lazy_module(
     *,
     share: CodeShare | None = None,
     structure_key: Callable[[], Hashable | None] | None = None,
+    node_count: int | None = None,
 ) -> GraphModule:
     """A lazy GraphModule over ``graph``, or over the graph that ``graph()`` builds.
 
     ``attrs`` maps the qualified names of ``get_attr``/``call_module`` targets to their
     values, as ``GraphModule(dict, graph)`` takes them. With ``share`` and
     ``structure_key``, the module reuses the forward function of any earlier module
-    that registered the same key in ``share``.
+    that registered the same key in ``share``. ``node_count`` is how many nodes
+    ``graph()`` will build, so that reports need not build it.
     """
     cls = _concrete_class(_compat.lazy_graph_module_base())
     attrs = attrs or {}
@@ -197,10 +200,30 @@ def make_lazy_module(
         stub.get_attr(target)
     module = cls(attrs, stub)
     del module.__dict__["_graph"]
-    module.__dict__[_DEFERRED] = _Deferred(graph, share, structure_key)
+    module.__dict__[_DEFERRED] = _Deferred(graph, share, structure_key, node_count)
     return module
 
 
 def is_materialized(module: torch.nn.Module) -> bool:
     """Whether ``module``'s graph has been built (always true for ordinary modules)."""
     return "_graph" in module.__dict__ or not isinstance(module, LazyGraphModule)
+
+
+def structure_key(module: torch.nn.Module) -> Hashable | None:
+    """The structure key of a piece as its split made it (see :mod:`fxsplit.structure`).
+
+    None for modules fxsplit did not build, and for pieces whose graph has been built,
+    since it may have been edited since.
+    """
+    deferred: _Deferred | None = module.__dict__.get(_DEFERRED)
+    if deferred is None or deferred.structure_key is None or "_graph" in module.__dict__:
+        return None
+    return deferred.structure_key()
+
+
+def node_count(module: GraphModule) -> int:
+    """Nodes in ``module``'s graph, without building a lazy graph to count them."""
+    deferred: _Deferred | None = module.__dict__.get(_DEFERRED)
+    if "_graph" in module.__dict__ or deferred is None or deferred.node_count is None:
+        return len(module.graph.nodes)
+    return deferred.node_count

@@ -119,6 +119,11 @@ class _PieceBuilder:
         graph.output(outputs[0] if len(outputs) == 1 and not options.tuple_return else outputs)
         return graph
 
+    def node_count(self) -> int:
+        piece = self.piece
+        inputs = len(self.placeholder_inputs) + len(self.attr_inputs)
+        return len(piece.prelude) + inputs + len(piece.records) + len(piece.epilogue) + 1
+
     def structure_key(self) -> Hashable:
         """Equal for pieces whose generated code differs at most in local names."""
         piece = self.piece
@@ -178,7 +183,11 @@ def build_split_module(
                 if qualname_map is not None:
                     qualname_map[f"{piece.submod_name}.{flat}"] = record.target
         modules[piece.submod_name] = make_lazy_module(
-            builder.build, builder.attrs, share=share, structure_key=builder.structure_key
+            builder.build,
+            builder.attrs,
+            share=share,
+            structure_key=builder.structure_key,
+            node_count=builder.node_count(),
         )
         builders.append(builder)
 

@@ -112,7 +112,9 @@ def _assign_pieces(graph: Graph, is_splitting_op: Callable[[Node], bool]) -> tup
     return {node: piece_id[i] for node, i in index.items()}, splitting_ids
 
 
-def split_graph(gm: GraphModule, splitting_ops: Iterable[SplittingOp]) -> tuple[GraphModule, list[SplitItem]]:
+def split_graph(
+    gm: GraphModule, splitting_ops: Iterable[SplittingOp], *, tuple_return: bool = False
+) -> tuple[GraphModule, list[SplitItem]]:
     """Cut ``gm`` at ``splitting_ops`` into compute pieces and splitting pieces.
 
     Returns the stitching module (its ``submod_<i>`` children are the pieces) and one
@@ -123,7 +125,8 @@ def split_graph(gm: GraphModule, splitting_ops: Iterable[SplittingOp]) -> tuple[
 
     ``splitting_ops`` mixes op names (``"ns::op"``, ``"ns::op.overload"``), op objects,
     torch functions and predicates on nodes (see :func:`fxsplit.ops.matcher`);
-    an empty list means no split.
+    an empty list means no split. With ``tuple_return``, every piece returns a tuple,
+    even of one value, as ``aot_autograd``-based compilers require.
 
     Example::
 
@@ -144,7 +147,8 @@ def split_graph(gm: GraphModule, splitting_ops: Iterable[SplittingOp]) -> tuple[
         decompose_sizes=True,
         splitting=splitting_ids.__contains__,
     )
-    split = build_split_module(plan, gm, NamingOptions(keep_original_order=True, keep_original_node_name=True))
+    options = NamingOptions(keep_original_order=True, keep_original_node_name=True, tuple_return=tuple_return)
+    split = build_split_module(plan, gm, options)
     items = [
         SplitItem(piece.submod_name, int(piece.name), piece.is_splitting, getattr(split, piece.submod_name))
         for piece in plan.pieces

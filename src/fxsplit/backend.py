@@ -1,0 +1,231 @@
+"""The piecewise ``torch.compile`` backend.
+
+Dynamo hands the backend one graph of the whole model. The backend splits it at the
+splitting ops (no code is generated for pieces that will be compiled), compiles each
+*distinct* compute piece once for the general, dynamic shape, and hands the same
+compiled callable to all of that piece's structural twins. Splitting pieces run
+eagerly. At run time each compute piece dispatches on its first SymInt input: to a
+version specialised for that size when ``compile_sizes`` lists it (compiled on first
+use, from the real arguments), else to the general one.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.fx import GraphModule
+
+from . import _compat
+from .compilers import Compiler, resolve_compiler
+from .dedup import digest, piece_key, piece_structure
+from .lazy import node_count
+from .ops import SplittingOp
+from .report import CompileReport, PieceRow, Progress
+from .split import SplitItem, split_graph
+
+log = logging.getLogger(__name__)
+
+
+def _sdpa_ops() -> tuple[SplittingOp, ...]:
+    names = [
+        "scaled_dot_product_attention",
+        "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention",
+        "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable",
+    ]
+    return (F.scaled_dot_product_attention, *(getattr(torch.ops.aten, n) for n in names if hasattr(torch.ops.aten, n)))
+
+
+DEFAULT_SPLITTING_OPS: tuple[SplittingOp, ...] = _sdpa_ops()
+"""Scaled-dot-product attention as Dynamo records it (the function) and as traced
+graphs do (every aten overload this torch has)."""
+
+
+class PieceCompileError(RuntimeError):
+    """A compute piece failed to compile; the message says which and where its code is."""
+
+
+class PieceRunner:
+    """Runs one compiled compute piece (shared by its twins), dispatching on size."""
+
+    def __init__(
+        self,
+        name: str,
+        general: Callable[..., Any],
+        size_index: int | None,
+        compile_sizes: frozenset[int],
+        specialise: Callable[[Sequence[Any]], Callable[..., Any]],
+    ) -> None:
+        self.name = name
+        self.general = general
+        self.size_index = size_index
+        self.compile_sizes = compile_sizes if size_index is not None else frozenset()
+        self.specialised: dict[int, Callable[..., Any]] = {}
+        self._specialise = specialise
+        self.general_calls = 0
+        self.specialised_calls = 0
+
+    def __call__(self, *args: Any) -> Any:
+        if self.compile_sizes:
+            size = args[self.size_index]  # type: ignore[index]
+            if size in self.compile_sizes:
+                runnable = self.specialised.get(size)
+                if runnable is None:
+                    runnable = self.specialised[size] = self._specialise(args)
+                self.specialised_calls += 1
+                return runnable(*args)
+        self.general_calls += 1
+        return self.general(*args)
+
+
+class PiecewiseBackend:
+    """A ``torch.compile`` backend that compiles a model piece by piece.
+
+    Identical pieces (the layers of a deep model) are compiled once and share the
+    result, so deep models compile in about the time of shallow ones.
+
+    Args:
+        splitting_ops: where to cut (see :func:`fxsplit.split_graph`); splitting pieces
+            run eagerly. Default: scaled-dot-product attention.
+        compiler: ``"inductor"``, ``"aot_eager"``, ``"eager"`` (pieces run as their
+            Python code) or a callable ``(GraphModule, example_inputs) -> callable``.
+        compile_sizes: values of each piece's first symbolic size for which to
+            compile a specialised version, on first use of that size.
+        dedup: share compiled artifacts between structurally identical pieces.
+
+    After a compilation, ``report`` (:class:`fxsplit.CompileReport`) says what was
+    split and compiled, and how long it took; it is also logged at INFO.
+
+    Example::
+
+        backend = fxsplit.PiecewiseBackend(compiler="inductor", compile_sizes=[1, 8])
+        model = torch.compile(model, backend=backend, dynamic=True)
+        model(*inputs)
+        print(backend.report.format())
+    """
+
+    def __init__(
+        self,
+        splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
+        compiler: str | Compiler = "inductor",
+        compile_sizes: Iterable[int] = (),
+        dedup: bool = True,
+    ) -> None:
+        self.splitting_ops = list(splitting_ops)
+        self.compiler_name, self.compiler = resolve_compiler(compiler)
+        self.compile_sizes = frozenset(int(s) for s in compile_sizes)
+        self.dedup = dedup
+        self.report = CompileReport(compiler=self.compiler_name)
+        self.reports: list[CompileReport] = []
+        # compiled runners by sharing key, kept across compilations of this backend
+        self._runners: dict[Hashable, tuple[str, PieceRunner]] = {}
+
+    def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+        report = CompileReport(compiler=self.compiler_name)
+        start = time.perf_counter()
+        split, items = split_graph(gm, self.splitting_ops, tuple_return=True)
+        report.split_seconds = time.perf_counter() - start
+        report.pieces = len(items)
+
+        # Top-level inputs are compiled from what Dynamo passed in, not from their fake
+        # values: scalars lifted to tensors keep what `.item()` needs there.
+        top_level = {n.name: v for n, v in zip(gm.graph.find_nodes(op="placeholder"), example_inputs)}
+        runners: dict[Hashable, tuple[str, PieceRunner]] = {}
+        compute = [item for item in items if not item.is_splitting_graph]
+        report.compute_pieces = len(compute)
+        progress = Progress(len(compute))
+        try:
+            for item in items:
+                if item.is_splitting_graph:
+                    report.rows.append(PieceRow(item.submod_name, "splitting", node_count(item.graph)))
+                    continue
+                row, runner = self._compile_piece(item, top_level, runners, report)
+                progress.step(item.submod_name)
+                report.rows.append(row)
+                split.__dict__[item.submod_name] = runner
+        finally:
+            progress.close()
+        self._runners.update(runners)
+        report.compile_seconds = time.perf_counter() - start - report.split_seconds
+        self.report = report
+        self.reports.append(report)
+        log.info("%s", report.format())
+        return split
+
+    def _compile_piece(
+        self,
+        item: SplitItem,
+        top_level: dict[str, Any],
+        runners: dict[Hashable, tuple[str, PieceRunner]],
+        report: CompileReport,
+    ) -> tuple[PieceRow, PieceRunner]:
+        piece = item.graph
+        structure = piece_structure(piece) if self.dedup else None  # read before the graph is built
+        fakes, inputs = self._example_inputs(item, top_level)
+        # the key compares symbolic shapes, which only the fake values carry
+        key = piece_key(structure, fakes) if structure is not None else None
+        row = PieceRow(item.submod_name, "compute", node_count(piece), hash=digest(key) if key is not None else None)
+        known = None
+        if key is not None:
+            known = runners.get(key) or self._runners.get(key)
+        if known is not None:
+            row.shared_with = known[0]
+            return row, known[1]
+
+        started = time.perf_counter()
+        general = self._compile(item, inputs, report)
+        size_index = next((i for i, v in enumerate(inputs) if isinstance(v, torch.SymInt)), None)
+        runner = PieceRunner(
+            item.submod_name,
+            general,
+            size_index,
+            self.compile_sizes,
+            lambda args: self._compile(item, list(args), report),
+        )
+        row.seconds = time.perf_counter() - started
+        if key is not None:
+            runners[key] = (item.submod_name, runner)
+        return row, runner
+
+    @staticmethod
+    def _example_inputs(item: SplitItem, top_level: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+        """The piece's inputs as Dynamo's fake values, and as the compiler should get them."""
+        fakes, inputs = [], []
+        for node in item.graph.graph.find_nodes(op="placeholder"):
+            if "example_value" not in node.meta:
+                raise PieceCompileError(
+                    f"input {node.name!r} of {item.submod_name} has no example value (meta['example_value']); "
+                    f"PiecewiseBackend compiles graphs captured by Dynamo: use it through torch.compile"
+                )
+            fakes.append(node.meta["example_value"])
+            inputs.append(top_level.get(node.name, node.meta["example_value"]))
+        return fakes, inputs
+
+    def _compile(self, item: SplitItem, inputs: list[Any], report: CompileReport) -> Callable[..., Any]:
+        report.compiler_calls += 1
+        try:
+            return self.compiler(item.graph, inputs)
+        except _compat.dynamo_restart_exceptions():
+            raise
+        except Exception as error:
+            path = _write_code(item)
+            raise PieceCompileError(
+                f"{self.compiler_name} failed to compile {item.submod_name} "
+                f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
+            ) from error
+
+
+def _write_code(item: SplitItem) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="fxsplit-failed-"))
+    path = directory / f"{item.submod_name}.py"
+    path.write_text(item.graph.print_readable(print_output=False, include_stride=True, include_device=True))
+    return path

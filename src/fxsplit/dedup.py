@@ -1,0 +1,76 @@
+"""Which compute pieces can share one compiled artifact.
+
+Two pieces share when they compute the same function (their structure keys are equal,
+see :mod:`fxsplit.structure`) of inputs that look the same to a compiler: dtype,
+device, shape, stride and storage offset, with symbolic sizes compared as expressions.
+The key is an exact value compared by equality, so a hash collision cannot make two
+different pieces share; :func:`digest` gives a short stable name for reports and files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from .lazy import structure_key
+from .structure import Identity
+
+
+def input_signature(value: Any) -> Hashable:
+    """What a compiler sees of one example input."""
+    if isinstance(value, torch.Tensor):
+        return (
+            "tensor",
+            value.dtype,
+            value.device.type,
+            tuple(str(d) for d in value.shape),
+            tuple(str(s) for s in value.stride()) if value.layout == torch.strided else None,
+            str(value.storage_offset()) if value.layout == torch.strided else None,
+            value.requires_grad,
+        )
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return (type(value).__name__, str(value.node.expr))
+    return (type(value).__name__, repr(value))
+
+
+def piece_structure(piece: GraphModule) -> Hashable | None:
+    """What a piece computes, read before its graph is built; None if it must not share."""
+    structure = structure_key(piece)
+    if structure is None:
+        return None
+    return (structure, tuple(sorted((name, Identity(value)) for name, value in _attributes(piece))))
+
+
+def piece_key(structure: Hashable, example_inputs: Sequence[Any]) -> Hashable:
+    """The sharing key: what a piece computes and what its inputs look like."""
+    return (structure, tuple(input_signature(v) for v in example_inputs))
+
+
+def _attributes(piece: GraphModule) -> list[tuple[str, Any]]:
+    """Submodules, parameters and buffers a piece reaches through ``self``: identical
+    code over different weights must not share an artifact that may have baked them in."""
+    return [*piece.named_children(), *piece.named_parameters(), *piece.named_buffers()]
+
+
+def digest(key: Hashable) -> str:
+    """A short name for a key that is the same in every process (for reports)."""
+    return hashlib.sha256(_stable(key).encode()).hexdigest()[:16]
+
+
+def _stable(value: Any) -> str:
+    if isinstance(value, Identity):
+        obj = value.obj
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+            return f"op:{obj}"
+        return f"obj:{module}.{name}" if name else f"obj:{type(obj).__qualname__}"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_stable(v) for v in value) + ")"
+    if isinstance(value, type):
+        return f"type:{value.__module__}.{value.__qualname__}"
+    return repr(value)

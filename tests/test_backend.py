@@ -1,0 +1,252 @@
+"""PiecewiseBackend: outputs equal to eager, one compile per distinct piece, dispatch
+on size, reports, and clear errors."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import SPLIT_HERE
+
+import fxsplit
+from fxsplit import models
+
+ATTENTION = models.ATTENTION_OP_NAME
+transformers = pytest.importorskip("transformers")
+
+
+def compile_model(model: Any, backend: fxsplit.PiecewiseBackend) -> Any:
+    torch._dynamo.reset()
+    return torch.compile(model, backend=backend, dynamic=True)
+
+
+@pytest.mark.parametrize("compiler", ["eager", "aot_eager"])
+def test_synthetic_model_equals_eager_at_several_sizes(compiler):
+    model, _ = models.build(3)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler=compiler)
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for tokens in (7, 16, 3, 40):
+            inputs = models.example_inputs(model.config, tokens)
+            torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert len(backend.reports) == 1, "a new size made Dynamo recompile"
+    report = backend.report
+    assert (report.pieces, report.compute_pieces) == (7, 4)
+    assert report.compiler_calls == 3  # first, middle (shared by two), last
+    assert [r.shared_with for r in report.rows if r.kind == "compute"] == [None, None, "submod_2", None]
+
+
+def test_deep_model_needs_three_compiler_calls():
+    model, _ = models.build(28)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="eager")
+    compiled = compile_model(model, backend)
+    inputs = models.example_inputs(model.config, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert backend.report.compute_pieces == 29
+    assert backend.report.compiler_calls == 3
+
+
+def test_without_dedup_every_compute_piece_is_compiled():
+    model, _ = models.build(3)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="eager", dedup=False)
+    compiled = compile_model(model, backend)
+    inputs = models.example_inputs(model.config, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert backend.report.compiler_calls == 4
+    assert all(r.shared_with is None and r.hash is None for r in backend.report.rows)
+
+
+def counting_compiler(calls: list[torch.fx.GraphModule]):
+    def compile_piece(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        calls.append(gm)
+        return gm
+
+    return compile_piece
+
+
+@pytest.mark.parametrize(
+    "y, second, shared",
+    [
+        # literal constants: a float from a closure would be lifted to an input
+        pytest.param(torch.randn(4, 3), lambda y: y * 2.0, True, id="twins"),
+        pytest.param(torch.randn(4, 3), lambda y: y * 3.0, False, id="constant"),
+        pytest.param(torch.randn(4, 3, dtype=torch.float64), lambda y: y * 2.0, False, id="dtype"),
+        pytest.param(torch.randn(4, 5), lambda y: y * 2.0, False, id="shape"),
+    ],
+)
+def test_pieces_share_only_when_nothing_but_names_differs(y, second, shared):
+    def f(x, y):
+        a = torch.ops.fxsplit_test.split_here(x * 2.0)
+        b = torch.ops.fxsplit_test.split_here(second(y))
+        return a, b
+
+    calls: list[torch.fx.GraphModule] = []
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[SPLIT_HERE], compiler=counting_compiler(calls))
+    compiled = compile_model(f, backend)
+    x = torch.randn(4, 3)
+    torch.testing.assert_close(compiled(x, y), f(x, y))
+    compute = [r for r in backend.report.rows if r.kind == "compute"]
+    assert [r.shared_with for r in compute] == [None, "submod_0" if shared else None]
+    assert len(calls) == backend.report.compiler_calls == (1 if shared else 2)
+
+
+def test_compile_sizes_dispatch_to_a_specialised_artifact():
+    model, _ = models.build(2)
+    calls: list[list[Any]] = []
+
+    def compile_piece(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        calls.append(example_inputs)
+        return gm
+
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler=compile_piece, compile_sizes=[4])
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for tokens in (4, 9, 4, 5):
+            inputs = models.example_inputs(model.config, tokens)
+            torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    general, specialised = calls[:3], calls[3:]
+    assert len(general) == 3 and len(specialised) == 3  # one specialised compile per distinct piece
+    assert any(isinstance(v, torch.SymInt) for v in general[0])
+    assert all(not isinstance(v, torch.SymInt) for args in specialised for v in args)
+    runners = {id(split_runner): split_runner for _, split_runner in backend._runners.values()}
+    for runner in runners.values():
+        assert runner.specialised_calls == 2 and runner.general_calls == 2
+        assert set(runner.specialised) == {4}
+
+
+def test_report_is_logged_at_info(caplog):
+    model, _ = models.build(1)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="eager")
+    compiled = compile_model(model, backend)
+    with caplog.at_level(logging.INFO, logger="fxsplit"), torch.no_grad():
+        compiled(*models.example_inputs(model.config, 4))
+    assert "fxsplit: 3 pieces (2 compute, 0 sharing a compiled twin), 2 eager compiler calls" in caplog.text
+    report = backend.report.to_dict()
+    assert {"pieces", "compute_pieces", "compiler_calls", "split_seconds", "compile_seconds", "rows"} <= report.keys()
+
+
+def test_model_without_splitting_op_compiles_as_one_piece_with_a_warning(caplog):
+    def f(x):
+        return (x.sin() * 2).cos()
+
+    backend = fxsplit.PiecewiseBackend(compiler="aot_eager")
+    compiled = compile_model(f, backend)
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        x = torch.randn(5)
+        torch.testing.assert_close(compiled(x), f(x))
+    assert "stays one compute piece" in caplog.text
+    assert backend.report.pieces == 1 and backend.report.compiler_calls == 1
+
+
+def test_a_piece_that_fails_to_compile_is_named_with_its_code_path():
+    def broken(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        raise RuntimeError("no kernel for you")
+
+    model, _ = models.build(1)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler=broken)
+    compiled = compile_model(model, backend)
+    with pytest.raises(Exception, match="failed to compile submod_0") as error, torch.no_grad():
+        compiled(*models.example_inputs(model.config, 4))
+    message = str(error.value)
+    assert "no kernel for you" in message
+    path = message.split("Its code is in ")[1].split()[0].rstrip(".")
+    assert "def forward" in Path(path).read_text()
+
+
+def test_unknown_compiler_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown compiler 'tvm'; use one of 'inductor', 'aot_eager', 'eager'"):
+        fxsplit.PiecewiseBackend(compiler="tvm")
+
+
+def test_registered_with_dynamo_by_name():
+    def f(q):
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).relu() + 1
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="fxsplit", dynamic=True)
+    q = torch.randn(1, 2, 4, 8)
+    torch.testing.assert_close(compiled(q), f(q))
+
+
+def hf_llama():
+    config = transformers.LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
+def hf_gpt2():
+    config = transformers.GPT2Config(
+        vocab_size=128,
+        n_embd=32,
+        n_layer=3,
+        n_head=4,
+        n_positions=64,
+        attn_implementation="sdpa",
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return transformers.GPT2LMHeadModel(config)
+
+
+def hf_mixtral():
+    config = transformers.MixtralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        max_position_embeddings=64,
+        attn_implementation="sdpa",
+    )
+    return transformers.MixtralForCausalLM(config)
+
+
+@pytest.mark.parametrize("compiler", ["eager", "aot_eager"])
+@pytest.mark.parametrize("factory", [hf_llama, hf_gpt2, hf_mixtral])
+def test_tiny_hf_models_equal_eager(factory, compiler):
+    torch.manual_seed(0)
+    model = factory().eval()
+
+    def logits(input_ids):
+        return model(input_ids=input_ids, use_cache=False).logits
+
+    backend = fxsplit.PiecewiseBackend(compiler=compiler)
+    compiled = compile_model(logits, backend)
+    with torch.no_grad():
+        for batch, length in ((2, 8), (3, 5), (2, 13)):
+            ids = torch.randint(0, 128, (batch, length))
+            torch.testing.assert_close(compiled(ids), logits(ids))
+    assert len(backend.reports) == 1
+    assert backend.report.pieces == 2 * model.config.num_hidden_layers + 1
+
+
+def test_tiny_inductor_compile():
+    def f(x, w):
+        h = (x @ w).relu()
+        q = h.view(1, 1, *h.shape)
+        a = torch.nn.functional.scaled_dot_product_attention(q, q, q)
+        return (a.view(h.shape) * h).sum(-1)
+
+    backend = fxsplit.PiecewiseBackend(compiler="inductor")
+    compiled = compile_model(f, backend)
+    w = torch.randn(8, 8)
+    for rows in (5, 9):
+        x = torch.randn(rows, 8)
+        torch.testing.assert_close(compiled(x, w), f(x, w))
+    assert backend.report.compiler_calls == 2 and len(backend.reports) == 1
