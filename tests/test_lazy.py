@@ -131,7 +131,18 @@ def test_deepcopy_is_independent_and_equivalent():
     assert_same(clone, gm, args)
     piece = clone.submod_0
     assert piece.graph is not items[0].graph.graph
-    assert "_fxsplit_deferred" not in vars(piece)
+
+
+def test_instance_dict_holds_only_what_a_graph_module_has():
+    """torch copies and hashes a GraphModule's __dict__ (deepcopy, AOTAutograd's cache
+    key); fxsplit's bookkeeping must not be in it."""
+    gm, args = captured(1)
+    split, items = fxsplit.split_graph(gm, [ATTENTION])
+    split(*args)
+    for module in (split, *(item.graph for item in items)):
+        plain = GraphModule(module, module.graph)
+        assert set(vars(module)) - {"_code", "_lineno_map", "_prologue_start"} <= set(vars(plain)), module
+        pickle.dumps({k: v for k, v in vars(module).items() if k != "_graph"})  # as torch's reducers do
 
 
 def test_editing_a_piece_then_recompiling_changes_only_that_piece():

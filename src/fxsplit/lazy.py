@@ -16,6 +16,7 @@ graph has been built, and so may have been edited, always generates from that gr
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,16 +33,20 @@ _MATERIALIZE_LOCK = threading.RLock()
 # forward functions generated so far for one split, by structure key
 CodeShare = dict[Hashable, Callable[..., Any]]
 
-_DEFERRED = "_fxsplit_deferred"
-_PYTHON_CODE = "_fxsplit_python_code"
-
 
 @dataclass(eq=False)
 class _Deferred:
-    build_graph: Callable[[], Graph]
+    build_graph: Callable[[], Graph] | None
     share: CodeShare | None
     structure_key: Callable[[], Hashable | None] | None
     node_count: int | None
+    python_code: Any = None  # this module's own generated code, once generated
+
+
+# fxsplit's bookkeeping lives beside each module, not in its __dict__: torch copies,
+# pickles and hashes a GraphModule's __dict__ (deepcopy, AOTAutograd's cache key),
+# and must see only what any GraphModule has.
+_STATE: weakref.WeakKeyDictionary[torch.nn.Module, _Deferred] = weakref.WeakKeyDictionary()
 
 
 if TYPE_CHECKING:
@@ -73,8 +78,8 @@ class LazyGraphModule(_Base):
             graph = self.__dict__.get("_graph")
             if graph is not None:
                 return graph
-            deferred: _Deferred | None = self.__dict__.get(_DEFERRED)
-            if deferred is None:
+            deferred = _STATE.get(self)
+            if deferred is None or deferred.build_graph is None:
                 raise AttributeError(f"{type(self).__name__} has no graph")
             graph = deferred.build_graph()
             graph.owning_module = self
@@ -105,7 +110,7 @@ class LazyGraphModule(_Base):
 
     def _share_slot(self) -> tuple[Hashable, CodeShare | None]:
         """The key under which this piece may share code, if it may."""
-        deferred: _Deferred | None = self.__dict__.get(_DEFERRED)
+        deferred = _STATE.get(self)
         if deferred is None or deferred.share is None or deferred.structure_key is None:
             return None, None
         if "_graph" in self.__dict__:
@@ -116,11 +121,12 @@ class LazyGraphModule(_Base):
     def _own_python_code(self) -> Any:
         """Generate this module's own code from its graph (once) and install it."""
         with _MATERIALIZE_LOCK:
-            python_code = self.__dict__.get(_PYTHON_CODE)
-            if python_code is None:
-                python_code = GraphModule.recompile(self)
-                self.__dict__[_PYTHON_CODE] = python_code
-            return python_code
+            deferred = _STATE.get(self)
+            if deferred is None:
+                deferred = _STATE[self] = _Deferred(None, None, None, None)
+            if deferred.python_code is None:
+                deferred.python_code = GraphModule.recompile(self)
+            return deferred.python_code
 
     def recompile(self) -> None:  # type: ignore[override]
         """Mark the code stale; it is regenerated from the graph when next needed.
@@ -132,7 +138,9 @@ class LazyGraphModule(_Base):
             return
         cls = type(self)
         cls.forward = cls._lazy_forward
-        self.__dict__.pop(_PYTHON_CODE, None)
+        deferred = _STATE.get(self)
+        if deferred is not None:
+            deferred.python_code = None
 
     def real_recompile(self) -> None:
         """Generate the real code now (torch's ``force_recompile`` calls this)."""
@@ -152,14 +160,11 @@ class LazyGraphModule(_Base):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> GraphModule:
         self._materialize_graph()
-        for private in (_DEFERRED, _PYTHON_CODE):
-            if private in self.__dict__:
-                memo[id(self.__dict__[private])] = None
         return GraphModule.__deepcopy__(self, memo)
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         python_code = self._own_python_code()
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_graph", _DEFERRED, _PYTHON_CODE)}
+        state = {k: v for k, v in self.__dict__.items() if k != "_graph"}
         return _compat.reduce_graph_module(self, state, python_code)
 
 
@@ -200,7 +205,7 @@ def make_lazy_module(
         stub.get_attr(target)
     module = cls(attrs, stub)
     del module.__dict__["_graph"]
-    module.__dict__[_DEFERRED] = _Deferred(graph, share, structure_key, node_count)
+    _STATE[module] = _Deferred(graph, share, structure_key, node_count)
     return module
 
 
@@ -215,7 +220,7 @@ def structure_key(module: torch.nn.Module) -> Hashable | None:
     None for modules fxsplit did not build, and for pieces whose graph has been built,
     since it may have been edited since.
     """
-    deferred: _Deferred | None = module.__dict__.get(_DEFERRED)
+    deferred = _STATE.get(module)
     if deferred is None or deferred.structure_key is None or "_graph" in module.__dict__:
         return None
     return deferred.structure_key()
@@ -223,7 +228,7 @@ def structure_key(module: torch.nn.Module) -> Hashable | None:
 
 def node_count(module: GraphModule) -> int:
     """Nodes in ``module``'s graph, without building a lazy graph to count them."""
-    deferred: _Deferred | None = module.__dict__.get(_DEFERRED)
+    deferred = _STATE.get(module)
     if "_graph" in module.__dict__ or deferred is None or deferred.node_count is None:
         return len(module.graph.nodes)
     return deferred.node_count

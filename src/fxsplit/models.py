@@ -115,8 +115,11 @@ def example_inputs(config: SyntheticConfig, tokens: int = 16) -> tuple[torch.Ten
     return input_ids, torch.arange(tokens)
 
 
-def build(layers: int = 28, seed: int = 0) -> tuple[SyntheticLlama, tuple[torch.Tensor, torch.Tensor]]:
-    """The synthetic model with ``layers`` decoder layers, in eval mode, and example inputs."""
+def build(
+    layers: int = 28, seed: int = 0, tokens: int = 16, **sizes: int
+) -> tuple[SyntheticLlama, tuple[torch.Tensor, torch.Tensor]]:
+    """The synthetic model with ``layers`` decoder layers, in eval mode, and example
+    inputs of ``tokens`` tokens; ``sizes`` overrides other :class:`SyntheticConfig` fields."""
     torch.manual_seed(seed)
-    config = SyntheticConfig(layers=layers)
-    return SyntheticLlama(config).eval(), example_inputs(config)
+    config = SyntheticConfig(layers=layers, **sizes)
+    return SyntheticLlama(config).eval(), example_inputs(config, tokens)
