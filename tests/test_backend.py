@@ -12,7 +12,7 @@ import torch
 from conftest import SPLIT_HERE
 
 import fxsplit
-from fxsplit import models
+from fxsplit import _compat, models
 
 ATTENTION = models.ATTENTION_OP_NAME
 transformers = pytest.importorskip("transformers")
@@ -250,3 +250,26 @@ def test_tiny_inductor_compile():
         x = torch.randn(rows, 8)
         torch.testing.assert_close(compiled(x, w), f(x, w))
     assert backend.report.compiler_calls == 2 and len(backend.reports) == 1
+
+
+def attempts_to_compile(backend: Any, model: Any, inputs: Any) -> int:
+    """How many times Dynamo traced the model and called ``backend`` before it ran."""
+    calls = []
+
+    def counting(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        calls.append(gm)
+        return backend(gm, example_inputs)
+
+    compiled = compile_model(model, counting)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    return len(calls)
+
+
+def test_lifted_floats_cost_no_more_dynamo_restarts_than_whole_graph():
+    # Dynamo lifts each RMSNorm's eps to an input; pieces must not each restart it
+    model, inputs = models.build(3)
+    whole_graph = attempts_to_compile(_compat.dynamo_backend("aot_eager"), model, inputs)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="aot_eager")
+    assert attempts_to_compile(backend, model, inputs) == whole_graph
+    assert backend.report.compiler_calls == 3  # the eps stay inputs, so layers still share

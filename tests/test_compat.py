@@ -84,3 +84,29 @@ def test_torch_lazy_switch_present_and_absent(monkeypatch):
         assert not switched
         split = torch_split_module(gm, None, lambda n: 0)
     assert not isinstance(split, _LazyGraphModule)
+
+
+def test_without_tensorify_state_pieces_still_compile_correctly(monkeypatch):
+    hide(monkeypatch, "TensorifyState")
+    model, inputs = models.build(2)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="aot_eager")
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert len(backend.reports) == 1
+
+
+def test_dynamo_backend_lookup_and_its_fallback(monkeypatch):
+    assert _compat.dynamo_backend("aot_eager") is torch._dynamo.lookup_backend("aot_eager")
+    hide(monkeypatch, "lookup_backend")
+    compile_piece = _compat.dynamo_backend("aot_eager")
+    gm = torch.fx.symbolic_trace(lambda x: (x.sin() + 1,))
+    x = torch.randn(3)
+    torch.testing.assert_close(compile_piece(gm, [x])(x), gm(x))
+
+
+def test_backend_registration_and_its_absence(monkeypatch):
+    assert "fxsplit" in torch._dynamo.list_backends()
+    hide(monkeypatch, "register_backend")
+    assert _compat.register_dynamo_backend("fxsplit_unused", lambda gm, inputs: gm) is False

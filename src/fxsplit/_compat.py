@@ -105,3 +105,39 @@ def dynamo_restart_exceptions() -> tuple[type[BaseException], ...]:
     them through untouched."""
     restart = _private("torch._dynamo.exc", "RestartAnalysis")
     return (restart,) if isinstance(restart, type) else ()
+
+
+@contextlib.contextmanager
+def tensorify_only(float_symbols: set[str]) -> Iterator[None]:
+    """Compile one piece of a Dynamo graph without restarts caused by its siblings.
+
+    With ``dynamic=True`` Dynamo lifts Python floats to graph inputs, and torch's
+    tensorify pass asks Dynamo to restart (re-trace the whole model, specialising the
+    floats) for every float symbol of the frame that the graph it compiles does not
+    use. A piece uses only its own floats, so each piece would cost a re-trace. While
+    the block runs, the floats of other pieces (all but ``float_symbols``) count as
+    already handled; the marks are removed afterwards. Without the private state,
+    restarts happen as they would.
+    """
+    state = _private("torch._dynamo.symbolic_convert", "TensorifyState")
+    context = _private("torch._guards", "TracingContext")
+    tracing = context.try_get() if context is not None else None
+    shape_env = getattr(getattr(tracing, "fake_mode", None), "shape_env", None)
+    marks = getattr(state, "force_specializations", None)
+    if shape_env is None or not isinstance(marks, set):
+        yield
+        return
+    others = {str(s) for s in shape_env.backed_var_to_val if _is_float_symbol(s)} - float_symbols - marks
+    marks |= others
+    try:
+        yield
+    finally:
+        marks -= others
+
+
+def _is_float_symbol(symbol: Any) -> bool:
+    symbol_is_type = _private("torch.utils._sympy.symbol", "symbol_is_type")
+    float_type = getattr(_private("torch.utils._sympy.symbol", "SymT"), "FLOAT", None)
+    if symbol_is_type is not None and float_type is not None:
+        return bool(symbol_is_type(symbol, float_type))
+    return str(symbol).startswith("zf")

@@ -213,7 +213,8 @@ class PiecewiseBackend:
     def _compile(self, item: SplitItem, inputs: list[Any], report: CompileReport) -> Callable[..., Any]:
         report.compiler_calls += 1
         try:
-            return self.compiler(item.graph, inputs)
+            with _compat.tensorify_only(_float_symbols(item.graph)):
+                return self.compiler(item.graph, inputs)
         except _compat.dynamo_restart_exceptions():
             raise
         except Exception as error:
@@ -222,6 +223,18 @@ class PiecewiseBackend:
                 f"{self.compiler_name} failed to compile {item.submod_name} "
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
+
+
+def _float_symbols(piece: GraphModule) -> set[str]:
+    """Names of the SymFloat symbols a piece's values use (its lifted Python floats)."""
+    names: set[str] = set()
+    for node in piece.graph.nodes:
+        value = node.meta.get("example_value")
+        memo = getattr(value, "item_memo", None)
+        for scalar in (value, memo):
+            if isinstance(scalar, torch.SymFloat):
+                names |= {str(s) for s in scalar.node.expr.free_symbols}
+    return names
 
 
 def _write_code(item: SplitItem) -> Path:

@@ -1,0 +1,49 @@
+"""The compile report and the progress indicator."""
+
+from __future__ import annotations
+
+import io
+
+from fxsplit.report import CompileReport, PieceRow, Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_on_a_terminal_and_ends_its_line():
+    terminal = Terminal()
+    progress = Progress(3, terminal)
+    for name in ("submod_0", "submod_2", "submod_4"):
+        progress.step(name)
+    progress.close()
+    out = terminal.getvalue()
+    assert "\rfxsplit: compiling 3/3 submod_4" in out and out.endswith("\n")
+
+
+def test_progress_is_silent_when_not_a_terminal():
+    stream = io.StringIO()
+    progress = Progress(3, stream)
+    progress.step("submod_0")
+    progress.close()
+    assert stream.getvalue() == ""
+
+
+def test_report_table_marks_shared_and_splitting_pieces():
+    report = CompileReport(
+        compiler="inductor",
+        pieces=3,
+        compute_pieces=2,
+        compiler_calls=1,
+        rows=[
+            PieceRow("submod_0", "compute", 10, "abc", None, 1.5),
+            PieceRow("submod_1", "splitting", 4),
+            PieceRow("submod_2", "compute", 10, "abc", "submod_0"),
+        ],
+    )
+    text = report.format()
+    assert "3 pieces (2 compute, 1 sharing a compiled twin), 1 inductor compiler calls" in text
+    lines = text.splitlines()
+    assert lines[2].split()[-1] == "1.50s" and lines[4].split()[-1] == "submod_0"
+    assert [r.compiled for r in report.rows] == [True, False, False]
