@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +38,15 @@ def _(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 SPLIT_HERE = "fxsplit_test::split_here"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Backends that default to the user's cache use a fresh one for the test session."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FXSPLIT_CACHE_DIR", str(tmp_path_factory.mktemp("fxsplit-cache")))
+        patch.delenv("FXSPLIT_DISABLE_CACHE", raising=False)
+        yield
 
 
 def graph_state(gm: GraphModule) -> list[tuple[Any, ...]]:

@@ -141,3 +141,20 @@ def _is_float_symbol(symbol: Any) -> bool:
     if symbol_is_type is not None and float_type is not None:
         return bool(symbol_is_type(symbol, float_type))
     return str(symbol).startswith("zf")
+
+
+def persistent_compiler() -> tuple[Callable[..., Any], Callable[[str], Any]] | None:
+    """Inductor's ``(standalone_compile, CompiledArtifact.load)`` where this torch has them.
+
+    Without them, compiled pieces cannot be saved; fxsplit then relies on Inductor's
+    own caches and compiles as usual.
+    """
+    compile_ = _private("torch._inductor", "standalone_compile")
+    artifact = _private("torch._inductor", "CompiledArtifact")
+    if compile_ is None or artifact is None:
+        return None
+
+    def load(path: str) -> Any:
+        return artifact.load(path=path, format="binary")
+
+    return compile_, load

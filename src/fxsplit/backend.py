@@ -12,6 +12,8 @@ use, from the real arguments), else to the general one.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -23,8 +25,9 @@ import torch.nn.functional as F
 from torch.fx import GraphModule
 
 from . import _compat
+from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
 from .compilers import Compiler, resolve_compiler
-from .dedup import digest, piece_key, piece_structure
+from .dedup import digest, persistent_key, piece_key, piece_structure
 from .lazy import node_count
 from .ops import SplittingOp
 from .report import CompileReport, PieceRow, Progress
@@ -48,6 +51,10 @@ def _sdpa_ops() -> tuple[SplittingOp, ...]:
 DEFAULT_SPLITTING_OPS: tuple[SplittingOp, ...] = _sdpa_ops()
 """Scaled-dot-product attention as Dynamo records it (the function) and as traced
 graphs do (every aten overload this torch has)."""
+
+
+DEFAULT_CACHE_DIR = "default"
+"""``cache_dir`` value meaning :func:`fxsplit.cache.default_cache_dir`."""
 
 
 class PieceCompileError(RuntimeError):
@@ -101,6 +108,11 @@ class PiecewiseBackend:
         compile_sizes: values of each piece's first symbolic size for which to
             compile a specialised version, on first use of that size.
         dedup: share compiled artifacts between structurally identical pieces.
+        cache_dir: where to keep compiled pieces between processes (Inductor only):
+            ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
+            ``~/.cache/fxsplit`` by default; None (or ``FXSPLIT_DISABLE_CACHE=1``)
+            turns it off. Needs ``dedup``, whose keys name the entries.
+        cache_max_bytes: size past which least recently used entries are evicted.
 
     After a compilation, ``report`` (:class:`fxsplit.CompileReport`) says what was
     split and compiled, and how long it took; it is also logged at INFO.
@@ -119,11 +131,18 @@ class PiecewiseBackend:
         compiler: str | Compiler = "inductor",
         compile_sizes: Iterable[int] = (),
         dedup: bool = True,
+        cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+        cache_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.splitting_ops = list(splitting_ops)
         self.compiler_name, self.compiler = resolve_compiler(compiler)
         self.compile_sizes = frozenset(int(s) for s in compile_sizes)
         self.dedup = dedup
+        self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
+        root = default_cache_dir() if cache_dir == DEFAULT_CACHE_DIR else cache_dir
+        if os.environ.get("FXSPLIT_DISABLE_CACHE") == "1":
+            root = None
+        self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.report = CompileReport(compiler=self.compiler_name)
         self.reports: list[CompileReport] = []
         # compiled runners by sharing key, kept across compilations of this backend
@@ -182,14 +201,14 @@ class PiecewiseBackend:
             return row, known[1]
 
         started = time.perf_counter()
-        general = self._compile(item, inputs, report)
+        general = self._compile(item, inputs, report, key)
         size_index = next((i for i, v in enumerate(inputs) if isinstance(v, torch.SymInt)), None)
         runner = PieceRunner(
             item.submod_name,
             general,
             size_index,
             self.compile_sizes,
-            lambda args: self._compile(item, list(args), report),
+            lambda args: self._compile(item, list(args), report, key, args[size_index]),  # type: ignore[index]
         )
         row.seconds = time.perf_counter() - started
         if key is not None:
@@ -210,11 +229,40 @@ class PiecewiseBackend:
             inputs.append(top_level.get(node.name, node.meta["example_value"]))
         return fakes, inputs
 
-    def _compile(self, item: SplitItem, inputs: list[Any], report: CompileReport) -> Callable[..., Any]:
+    def _compile(
+        self, item: SplitItem, inputs: list[Any], report: CompileReport, key: Hashable | None, size: int | None = None
+    ) -> Callable[..., Any]:
+        """Compile a piece, for the general shape or specialised to ``size``, through
+        the persistent cache when there is one."""
+        entry = None
+        if self.cache is not None and self._persistent is not None and key is not None:
+            version = sys.version_info[:2]
+            entry = persistent_key(key, self.compiler_name, torch.__version__, version, size)
+        if entry is not None:
+            assert self.cache is not None and self._persistent is not None
+            started = time.perf_counter()
+            loaded = self.cache.load(entry, lambda path: self._persistent[1](str(path)))  # type: ignore[index]
+            if loaded is not None:
+                report.cache_hits += 1
+                report.load_seconds += time.perf_counter() - started
+                return loaded
+            report.cache_misses += 1
         report.compiler_calls += 1
         try:
             with _compat.tensorify_only(_float_symbols(item.graph)):
-                return self.compiler(item.graph, inputs)
+                if entry is None:
+                    return self.compiler(item.graph, inputs)
+                assert self.cache is not None and self._persistent is not None
+                shapes = "from_graph" if size is None else "from_example_inputs"
+                artifact = self._persistent[0](item.graph, inputs, dynamic_shapes=shapes)
+            description = {
+                "piece": item.submod_name,
+                "compiler": self.compiler_name,
+                "torch": torch.__version__,
+                "size": size,
+            }
+            self.cache.store(entry, lambda path: artifact.save(path=str(path), format="binary"), description)
+            return artifact
         except _compat.dynamo_restart_exceptions():
             raise
         except Exception as error:

@@ -58,19 +58,36 @@ def _attributes(piece: GraphModule) -> list[tuple[str, Any]]:
 
 def digest(key: Hashable) -> str:
     """A short name for a key that is the same in every process (for reports)."""
-    return hashlib.sha256(_stable(key).encode()).hexdigest()[:16]
+    return hashlib.sha256(_stable(key, strict=False).encode()).hexdigest()[:16]
 
 
-def _stable(value: Any) -> str:
+def persistent_key(key: Hashable, *parts: Any) -> str | None:
+    """A key for the on-disk cache, or None when ``key`` holds something that cannot be
+    named the same way in another process (a lambda, an opaque constant, a weight)."""
+    try:
+        text = _stable((key, parts), strict=True)
+    except _Unstable:
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class _Unstable(Exception):
+    pass
+
+
+def _stable(value: Any, strict: bool) -> str:
     if isinstance(value, Identity):
         obj = value.obj
-        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-        module = getattr(obj, "__module__", None)
         if isinstance(obj, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
             return f"op:{obj}"
+        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+        module = getattr(obj, "__module__", None)
+        named = callable(obj) and name is not None and module is not None and "<" not in name
+        if strict and not named:
+            raise _Unstable(repr(obj))
         return f"obj:{module}.{name}" if name else f"obj:{type(obj).__qualname__}"
     if isinstance(value, tuple):
-        return "(" + ",".join(_stable(v) for v in value) + ")"
+        return "(" + ",".join(_stable(v, strict) for v in value) + ")"
     if isinstance(value, type):
         return f"type:{value.__module__}.{value.__qualname__}"
     return repr(value)

@@ -32,7 +32,9 @@ class CompileReport:
     """One compilation by :class:`fxsplit.PiecewiseBackend`.
 
     ``compiler_calls`` counts actual compiler invocations: one per distinct compute
-    piece, plus one per specialised size compiled so far.
+    piece, plus one per specialised size compiled so far. ``cache_hits`` and
+    ``cache_misses`` count lookups in the persistent cache, ``load_seconds`` the time
+    spent loading hits.
     """
 
     compiler: str = ""
@@ -41,6 +43,9 @@ class CompileReport:
     compiler_calls: int = 0
     split_seconds: float = 0.0
     compile_seconds: float = 0.0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    load_seconds: float = 0.0
     rows: list[PieceRow] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -51,7 +56,8 @@ class CompileReport:
         lines = [
             f"fxsplit: {self.pieces} pieces ({self.compute_pieces} compute, {shared} sharing a compiled twin), "
             f"{self.compiler_calls} {self.compiler} compiler calls; "
-            f"split {self.split_seconds * 1e3:.1f} ms, compile {self.compile_seconds:.2f} s",
+            f"split {self.split_seconds * 1e3:.1f} ms, compile {self.compile_seconds:.2f} s; "
+            f"cache {self.cache_hits} hits, {self.cache_misses} misses, {self.load_seconds:.2f} s loading",
             f"  {'piece':14} {'kind':9} {'nodes':>5} {'hash':16} {'compile':>9}  shared with",
         ]
         for r in self.rows:

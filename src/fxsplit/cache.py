@@ -1,0 +1,168 @@
+"""The on-disk cache of compiled pieces.
+
+One directory per entry, ``<root>/<key[:2]>/<key>/``, holding the artifact and a
+``meta.json`` with its SHA-256. Keys are derived from what a piece computes and how it
+was compiled (never from a path), so a cache directory can be moved or copied.
+
+* Writes are atomic: an entry is written to a private temporary directory and renamed
+  into place; when two processes race, the first rename wins and the other discards
+  its copy.
+* A truncated or corrupted entry (checksum or load failure) is logged, removed and
+  recompiled, never a crash.
+* Loading an artifact runs code, so the cache refuses a directory that another user
+  owns or that group or others can write.
+* Least recently used entries are evicted past ``max_bytes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 10 * 2**30
+ARTIFACT = "artifact.bin"
+META = "meta.json"
+_TMP = "tmp"
+
+
+class UnsafeCacheDirError(PermissionError):
+    """The cache directory could let someone else's code be loaded."""
+
+
+def default_cache_dir() -> Path | None:
+    """``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else ``~/.cache/fxsplit``;
+    None when ``FXSPLIT_DISABLE_CACHE=1``."""
+    if os.environ.get("FXSPLIT_DISABLE_CACHE") == "1":
+        return None
+    if explicit := os.environ.get("FXSPLIT_CACHE_DIR"):
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "fxsplit"
+
+
+@dataclass
+class CacheInfo:
+    root: Path
+    entries: int
+    bytes: int
+
+
+class PieceCache:
+    """Compiled artifacts by key, under ``root``."""
+
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._check_safe()
+
+    def _check_safe(self) -> None:
+        info = self.root.stat()
+        if info.st_uid != os.getuid():
+            raise UnsafeCacheDirError(
+                f"refusing to use fxsplit cache {self.root}: it belongs to uid {info.st_uid}, not you, and loading "
+                f"a cached artifact runs its code; pass cache_dir= a directory of your own, or set "
+                f"FXSPLIT_DISABLE_CACHE=1"
+            )
+        if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafeCacheDirError(
+                f"refusing to use fxsplit cache {self.root}: it is writable by group or others "
+                f"(mode {stat.S_IMODE(info.st_mode):o}), and loading a cached artifact runs its code; "
+                f"run `chmod go-w {self.root}`, or pass cache_dir= a directory only you can write"
+            )
+
+    def _entry(self, key: str) -> Path:
+        return self.root / key[:2] / key
+
+    def load(self, key: str, loader: Callable[[Path], Any]) -> Any | None:
+        """The artifact for ``key`` loaded by ``loader(path)``, or None on a miss.
+
+        A damaged entry is removed (and reported) so that the caller recompiles it.
+        """
+        entry = self._entry(key)
+        artifact = entry / ARTIFACT
+        if not artifact.exists():
+            return None
+        try:
+            expected = json.loads((entry / META).read_text())["sha256"]
+            if _sha256(artifact) != expected:
+                raise ValueError("checksum mismatch")
+            loaded = loader(artifact)
+        except Exception as error:
+            log.warning("fxsplit cache entry %s is damaged (%s); recompiling it", entry, error)
+            shutil.rmtree(entry, ignore_errors=True)
+            return None
+        os.utime(entry)  # recency, for eviction
+        return loaded
+
+    def store(self, key: str, write: Callable[[Path], None], description: dict[str, Any]) -> None:
+        """Write an entry with ``write(path)``; atomic, and the first of racing writers wins."""
+        entry = self._entry(key)
+        if (entry / ARTIFACT).exists():
+            return
+        scratch = self.root / _TMP
+        scratch.mkdir(mode=0o700, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=scratch))
+        try:
+            write(staging / ARTIFACT)
+            meta = {**description, "sha256": _sha256(staging / ARTIFACT), "written": time.time()}
+            (staging / META).write_text(json.dumps(meta, indent=2))
+            entry.parent.mkdir(mode=0o700, exist_ok=True)
+            try:
+                staging.rename(entry)
+            except OSError:  # another process stored it first
+                return
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.evict()
+
+    def entries(self) -> list[tuple[Path, int, float]]:
+        """(entry, bytes, last used) for every complete entry."""
+        found = []
+        for artifact in self.root.glob(f"??/*/{ARTIFACT}"):
+            entry = artifact.parent
+            size = sum(f.stat().st_size for f in entry.iterdir())
+            found.append((entry, size, entry.stat().st_mtime))
+        return found
+
+    def evict(self) -> None:
+        """Remove least recently used entries until the cache fits ``max_bytes``."""
+        entries = sorted(self.entries(), key=lambda e: e[2])
+        total = sum(size for _, size, _ in entries)
+        for entry, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            shutil.rmtree(entry, ignore_errors=True)
+            total -= size
+            log.info("fxsplit cache: evicted %s (%d bytes) to stay under %d bytes", entry.name, size, self.max_bytes)
+
+    def info(self) -> CacheInfo:
+        entries = self.entries()
+        return CacheInfo(self.root, len(entries), sum(size for _, size, _ in entries))
+
+    def clear(self) -> int:
+        """Remove every entry; returns how many there were."""
+        count = len(self.entries())
+        for child in self.root.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        return count
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,171 @@
+"""The on-disk cache: atomic entries, damage detection, safety checks, eviction, and a
+real cold/warm cycle across fresh processes (relocated, corrupted, concurrent)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fxsplit.cache import ARTIFACT, PieceCache, UnsafeCacheDirError, default_cache_dir
+
+WORKER = Path(__file__).with_name("cache_worker.py")
+
+
+def write_bytes(data: bytes):
+    return lambda path: path.write_bytes(data)
+
+
+def test_store_then_load_round_trips(tmp_path):
+    cache = PieceCache(tmp_path / "c")
+    cache.store("ab" * 32, write_bytes(b"artifact"), {"piece": "submod_0"})
+    assert cache.load("ab" * 32, lambda p: p.read_bytes()) == b"artifact"
+    assert cache.load("cd" * 32, lambda p: p.read_bytes()) is None
+    assert cache.info().entries == 1
+    assert not any((tmp_path / "c" / "tmp").iterdir())  # nothing half-written left behind
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    cache = PieceCache(tmp_path / "c")
+
+    def fail(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        cache.store("ab" * 32, fail, {})
+    assert cache.info().entries == 0
+    assert not any((tmp_path / "c" / "tmp").iterdir())
+
+
+def test_the_first_of_racing_writers_wins(tmp_path):
+    cache = PieceCache(tmp_path / "c")
+    cache.store("ab" * 32, write_bytes(b"first"), {})
+    cache.store("ab" * 32, write_bytes(b"second"), {})
+    assert cache.load("ab" * 32, lambda p: p.read_bytes()) == b"first"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "meta"])
+def test_a_damaged_entry_is_reported_and_removed(tmp_path, caplog, damage):
+    cache = PieceCache(tmp_path / "c")
+    cache.store("ab" * 32, write_bytes(b"artifact" * 100), {})
+    entry = next((tmp_path / "c").glob(f"??/*/{ARTIFACT}")).parent
+    if damage == "truncate":
+        (entry / ARTIFACT).write_bytes(b"arti")
+    elif damage == "garbage":
+        (entry / ARTIFACT).write_bytes(b"x" * 800)
+    else:
+        (entry / "meta.json").write_text("{")
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        assert cache.load("ab" * 32, lambda p: p.read_bytes()) is None
+    assert "damaged" in caplog.text and not entry.exists()
+
+
+def test_a_loader_failure_counts_as_damage(tmp_path):
+    cache = PieceCache(tmp_path / "c")
+    cache.store("ab" * 32, write_bytes(b"artifact"), {})
+
+    def broken(path: Path):
+        raise EOFError("unpickling stopped")
+
+    assert cache.load("ab" * 32, broken) is None
+    assert cache.info().entries == 0
+
+
+def test_group_writable_directory_is_refused_with_the_fix(tmp_path):
+    root = tmp_path / "shared"
+    root.mkdir()
+    root.chmod(0o775)
+    with pytest.raises(UnsafeCacheDirError, match=r"writable by group or others \(mode 775\).*chmod go-w"):
+        PieceCache(root)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the directory away")
+def test_directory_of_another_user_is_refused(tmp_path):
+    root = tmp_path / "theirs"
+    root.mkdir(mode=0o700)
+    os.chown(root, 12345, 12345)
+    with pytest.raises(UnsafeCacheDirError, match="belongs to uid 12345"):
+        PieceCache(root)
+
+
+def test_least_recently_used_entries_are_evicted_past_the_limit(tmp_path):
+    cache = PieceCache(tmp_path / "c", max_bytes=10_000)
+    for i, key in enumerate(("aa" * 32, "bb" * 32, "cc" * 32)):
+        cache.store(key, write_bytes(b"x" * 3000), {})
+        entry = next((tmp_path / "c").glob(f"??/{key}"))
+        os.utime(entry, (time.time() - 100 + i, time.time() - 100 + i))
+    cache.load("aa" * 32, lambda p: p)  # the oldest, used again: now the newest
+    cache.store("dd" * 32, write_bytes(b"x" * 3000), {})
+    kept = {entry.name for entry, _, _ in cache.entries()}
+    assert kept == {"aa" * 32, "cc" * 32, "dd" * 32}
+    assert cache.info().bytes <= 10_000
+
+
+def test_clear_empties_it(tmp_path):
+    cache = PieceCache(tmp_path / "c")
+    cache.store("ab" * 32, write_bytes(b"a"), {})
+    assert cache.clear() == 1 and cache.info().entries == 0
+
+
+def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("FXSPLIT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "fxsplit"
+    monkeypatch.setenv("FXSPLIT_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.setenv("FXSPLIT_DISABLE_CACHE", "1")
+    assert default_cache_dir() is None
+
+
+def run_worker(cache_dir: Path, *extra: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, str(WORKER), str(cache_dir), *extra], capture_output=True, text=True, check=False, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["stderr"] = done.stderr
+    return result
+
+
+def test_cold_then_warm_moved_and_corrupted_in_fresh_processes(tmp_path):
+    cache_dir = tmp_path / "cache"
+    cold = run_worker(cache_dir)
+    assert cold["misses"] == cold["compiler_calls"] == 2 and cold["hits"] == 0
+
+    warm = run_worker(cache_dir)
+    assert warm["output"] == cold["output"]
+    assert (warm["hits"], warm["misses"], warm["compiler_calls"]) == (2, 0, 0)
+
+    moved = tmp_path / "elsewhere"
+    shutil.move(cache_dir, moved)
+    relocated = run_worker(moved)
+    assert (relocated["hits"], relocated["misses"]) == (2, 0)
+
+    artifact = next(moved.glob(f"??/*/{ARTIFACT}"))
+    artifact.write_bytes(artifact.read_bytes()[:100])
+    repaired = run_worker(moved)
+    assert repaired["output"] == cold["output"]
+    assert (repaired["hits"], repaired["misses"]) == (1, 1) and "damaged" in repaired["stderr"]
+    assert (run_worker(moved)["hits"], PieceCache(moved).info().entries) == (2, 2)
+
+
+def test_two_processes_filling_one_empty_cache(tmp_path):
+    cache_dir = tmp_path / "cache"
+    command = [sys.executable, str(WORKER), str(cache_dir)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err[-3000:]
+        outputs.append(json.loads(out.strip().splitlines()[-1])["output"])
+    assert outputs[0] == outputs[1]
+    assert PieceCache(cache_dir).info().entries == 2
+    assert (run_worker(cache_dir)["hits"]) == 2
