@@ -28,6 +28,7 @@ from . import _compat
 from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
+from .inspection import write_dump
 from .lazy import node_count
 from .ops import SplittingOp
 from .report import CompileReport, PieceRow, Progress
@@ -113,6 +114,9 @@ class PiecewiseBackend:
             ``~/.cache/fxsplit`` by default; None (or ``FXSPLIT_DISABLE_CACHE=1``)
             turns it off. Needs ``dedup``, whose keys name the entries.
         cache_max_bytes: size past which least recently used entries are evicted.
+        dump_dir: if given, each compilation writes there the original graph, the
+            split graph, every piece's readable code and ``report.json`` (with the
+            source files Inductor generated, where it exposes them).
 
     After a compilation, ``report`` (:class:`fxsplit.CompileReport`) says what was
     split and compiled, and how long it took; it is also logged at INFO.
@@ -133,6 +137,7 @@ class PiecewiseBackend:
         dedup: bool = True,
         cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
+        dump_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.splitting_ops = list(splitting_ops)
         self.compiler_name, self.compiler = resolve_compiler(compiler)
@@ -143,6 +148,7 @@ class PiecewiseBackend:
         if os.environ.get("FXSPLIT_DISABLE_CACHE") == "1":
             root = None
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
+        self.dump_dir = dump_dir
         self.report = CompileReport(compiler=self.compiler_name)
         self.reports: list[CompileReport] = []
         # compiled runners by sharing key, kept across compilations of this backend
@@ -178,7 +184,19 @@ class PiecewiseBackend:
         self.report = report
         self.reports.append(report)
         log.info("%s", report.format())
+        if self.dump_dir is not None:
+            self._dump(gm, split, items, report)
         return split
+
+    def _dump(self, gm: GraphModule, split: GraphModule, items: list[SplitItem], report: CompileReport) -> None:
+        directory = Path(self.dump_dir) / f"graph_{len(self.reports) - 1}"  # type: ignore[arg-type]
+        generated = {
+            item.submod_name: _generated_source(split.__dict__[item.submod_name].general)
+            for item in items
+            if not item.is_splitting_graph
+        }
+        write_dump(directory, gm, split, items, {**report.to_dict(), "generated_code": generated})
+        log.info("fxsplit: wrote graphs, pieces and report to %s", directory)
 
     def _compile_piece(
         self,
@@ -283,6 +301,15 @@ def _float_symbols(piece: GraphModule) -> set[str]:
             if isinstance(scalar, torch.SymFloat):
                 names |= {str(s) for s in scalar.node.expr.free_symbols}
     return names
+
+
+def _generated_source(compiled: Any) -> str | None:
+    """The source file Inductor generated for a compiled piece, where it exposes one."""
+    for candidate in (compiled, getattr(compiled, "_compiled_fn", None)):
+        code = getattr(getattr(candidate, "current_callable", None), "__code__", None)
+        if code is not None:
+            return str(code.co_filename)
+    return None
 
 
 def _write_code(item: SplitItem) -> Path:

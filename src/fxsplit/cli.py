@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _layer_list(text: str) -> list[int]:
@@ -64,6 +67,67 @@ def _compile_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_factory(spec: str) -> Any:
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise SystemExit(f"fxsplit: --model takes module:factory, got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise SystemExit(f"fxsplit: cannot load --model {spec!r}: {error}") from None
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import inspection, models
+    from .backend import DEFAULT_SPLITTING_OPS
+    from .capture import capture_graph
+    from .split import split_graph
+
+    if args.model:
+        built = _load_factory(args.model)()
+        if not (isinstance(built, tuple) and len(built) == 2):
+            raise SystemExit("fxsplit: the --model factory must return (model, example_inputs)")
+        model, inputs = built
+        default_ops: list[Any] = list(DEFAULT_SPLITTING_OPS)
+    else:
+        model, inputs = models.build(args.layers)
+        default_ops = [models.ATTENTION_OP_NAME]
+    with torch.no_grad():
+        gm, _ = capture_graph(model, inputs)
+    split, items = split_graph(gm, args.splitting_ops or default_ops)
+    rows = inspection.describe(items)
+    if args.json:
+        print(json.dumps({"pieces": inspection.rows_as_dicts(rows), "split_graph": split.code}, indent=2))
+    else:
+        print(inspection.format_table(rows))
+        print("\nsplit graph:")
+        print(split.code)
+    if args.dump:
+        where = inspection.write_dump(args.dump, gm, split, items, {"pieces": inspection.rows_as_dicts(rows)})
+        print(f"wrote {len(items) + 2} code files and report.json to {where}", file=sys.stderr)
+    return 0
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .cache import PieceCache, default_cache_dir
+
+    root = Path(args.dir) if args.dir else default_cache_dir()
+    if root is None:
+        print("fxsplit cache is disabled (FXSPLIT_DISABLE_CACHE=1); pass --dir to name one")
+        return 1
+    cache = PieceCache(root)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {root}")
+    else:
+        info = cache.info()
+        print(f"{info.root}: {info.entries} entries, {info.bytes / 2**20:.1f} MiB")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fxsplit", description="Fast, lazy FX graph splitting for piecewise torch.compile."
@@ -84,6 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print machine-readable results")
     bench.add_argument("--plot", metavar="FILE.png", help="draw split time against layers (needs matplotlib)")
     bench.set_defaults(run=_bench)
+
+    inspect = commands.add_parser("inspect", help="show how a model splits: pieces, twins and the split graph")
+    source = inspect.add_mutually_exclusive_group()
+    source.add_argument("--layers", type=int, default=4, help="layers of the built-in synthetic model (default 4)")
+    source.add_argument("--model", metavar="MODULE:FACTORY", help="a function returning (model, example_inputs)")
+    inspect.add_argument(
+        "--splitting-ops", nargs="+", metavar="OP", help="op names to split at (default: the model's attention)"
+    )
+    inspect.add_argument("--dump", metavar="DIR", help="write the graphs, each piece's code and report.json here")
+    inspect.add_argument("--json", action="store_true", help="print machine-readable results")
+    inspect.set_defaults(run=_inspect)
+
+    cache = commands.add_parser("cache", help="show or empty the cache of compiled pieces")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.add_argument("--dir", help="the cache directory (default: $FXSPLIT_CACHE_DIR or ~/.cache/fxsplit)")
+    cache.set_defaults(run=_cache)
     return parser
 
 

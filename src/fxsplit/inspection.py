@@ -1,0 +1,104 @@
+"""What a split made: a table of pieces, and a dump of readable code to a directory.
+
+The dump is the one place fxsplit forces code generation for every piece, because a
+person asked to read it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.fx import GraphModule
+
+from .dedup import digest, piece_key, piece_structure
+from .lazy import node_count
+from .split import SplitItem
+
+
+@dataclass
+class PieceInfo:
+    id: int
+    name: str
+    kind: str  # "compute" or "splitting"
+    nodes: int
+    inputs: int
+    outputs: int
+    hash: str | None
+    shared_with: str | None
+
+
+def describe(items: Sequence[SplitItem]) -> list[PieceInfo]:
+    """One row per piece; compute pieces with equal sharing keys name their first twin."""
+    first_of: dict[Hashable, str] = {}
+    rows = []
+    for item in items:
+        piece = item.graph
+        structure = None if item.is_splitting_graph else piece_structure(piece)
+        nodes = node_count(piece)
+        graph = piece.graph
+        inputs = [n.meta.get("example_value") for n in graph.find_nodes(op="placeholder")]
+        output = graph.find_nodes(op="output")[0].args[0]
+        key = piece_key(structure, inputs) if structure is not None and all(v is not None for v in inputs) else None
+        shared = None
+        if key is not None:
+            shared = first_of.setdefault(key, item.submod_name)
+            shared = None if shared == item.submod_name else shared
+        rows.append(
+            PieceInfo(
+                id=item.graph_id,
+                name=item.submod_name,
+                kind="splitting" if item.is_splitting_graph else "compute",
+                nodes=nodes,
+                inputs=len(inputs),
+                outputs=len(output) if isinstance(output, (tuple, list)) else 1,
+                hash=digest(key) if key is not None else None,
+                shared_with=shared,
+            )
+        )
+    return rows
+
+
+def format_table(rows: Sequence[PieceInfo]) -> str:
+    lines = [f"{'id':>3} {'piece':12} {'kind':9} {'nodes':>5} {'in':>4} {'out':>4} {'hash':16}  shared with"]
+    for r in rows:
+        lines.append(
+            f"{r.id:>3} {r.name:12} {r.kind:9} {r.nodes:5} {r.inputs:4} {r.outputs:4} {r.hash or '-':16}  "
+            f"{r.shared_with or ''}"
+        )
+    compute = [r for r in rows if r.kind == "compute"]
+    distinct = sum(1 for r in compute if r.shared_with is None)
+    lines.append(
+        f"{len(rows)} pieces: {len(compute)} compute ({distinct} distinct), {len(rows) - len(compute)} splitting"
+    )
+    return "\n".join(lines)
+
+
+def write_dump(
+    directory: str | Path,
+    original: GraphModule,
+    split: GraphModule,
+    items: Sequence[SplitItem],
+    report: dict[str, Any],
+) -> Path:
+    """Write the original graph, the split graph, each piece's readable code and
+    ``report.json`` to ``directory``; returns it."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "original.py").write_text(_readable(original))
+    (out / "split.py").write_text(_readable(split))
+    for item in items:
+        (out / f"{item.submod_name}.py").write_text(_readable(item.graph))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    return out
+
+
+def _readable(gm: GraphModule) -> str:
+    return gm.print_readable(print_output=False, include_stride=True, include_device=True)
+
+
+def rows_as_dicts(rows: Sequence[PieceInfo]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in rows]
