@@ -22,6 +22,8 @@ def _layer_list(text: str) -> list[int]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.warm:
+        return _warm_bench(args)
     if args.compile:
         return _compile_bench(args)
     from . import bench
@@ -46,6 +48,22 @@ def _bench(args: argparse.Namespace) -> int:
         bench.plot(results, args.plot)
         if not args.json:
             print(f"\nplot written to {args.plot}")
+    return 0
+
+
+def _warm_bench(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from . import compile_bench
+
+    layers = (args.layers or [28])[0]
+    if not args.json:
+        print(f"cold then warm start of fxsplit at {layers} layers ...", file=sys.stderr, flush=True)
+    runs = compile_bench.warm_start(layers)
+    if args.json:
+        print(json.dumps({name: asdict(r) for name, r in runs.items()}, indent=2))
+    else:
+        print(compile_bench.format_warm(layers, runs))
     return 0
 
 
@@ -143,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="cold Inductor compile time, whole-graph against piecewise, each in a fresh process and cache",
+    )
+    bench.add_argument(
+        "--warm", action="store_true", help="fxsplit's cold start against a warm one from its cache (default 28 layers)"
     )
     bench.add_argument("--reps", type=int, default=7, help="timed repetitions per variant (default 7)")
     bench.add_argument("--json", action="store_true", help="print machine-readable results")

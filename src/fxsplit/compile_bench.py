@@ -41,6 +41,7 @@ class CompileResult:
     next_call_ms: float
     steady_forward_ms: float
     compiler_calls: int | None
+    cache_hits: int | None = None
 
 
 def _worker(mode: str, layers: int, steady_reps: int) -> CompileResult:
@@ -70,19 +71,72 @@ def _worker(mode: str, layers: int, steady_reps: int) -> CompileResult:
             start = time.perf_counter()
             compiled(*inputs)
             times.append(time.perf_counter() - start)
-    calls = backend.report.compiler_calls if isinstance(backend, PiecewiseBackend) else None
-    return CompileResult(mode, layers, cold, next_call * 1e3, statistics.median(times) * 1e3, calls)
+    if isinstance(backend, PiecewiseBackend):
+        report = backend.report
+        return CompileResult(
+            mode,
+            layers,
+            cold,
+            next_call * 1e3,
+            statistics.median(times) * 1e3,
+            report.compiler_calls,
+            report.cache_hits,
+        )
+    return CompileResult(mode, layers, cold, next_call * 1e3, statistics.median(times) * 1e3, None)
 
 
-def measure(mode: str, layers: int, steady_reps: int = 10) -> CompileResult:
-    """One cold measurement, in a fresh process with an empty Inductor cache."""
-    with tempfile.TemporaryDirectory(prefix="fxsplit-bench-") as cache:
-        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+def measure(
+    mode: str, layers: int, steady_reps: int = 10, fxsplit_cache: str | None = None, inductor_cache: str | None = None
+) -> CompileResult:
+    """One measurement in a fresh process, with empty caches unless ``fxsplit_cache`` or
+    ``inductor_cache`` names a directory to share between runs."""
+    with tempfile.TemporaryDirectory(prefix="fxsplit-bench-") as scratch:
+        inductor = inductor_cache or scratch
+        env = {
+            **os.environ,
+            "TORCHINDUCTOR_CACHE_DIR": inductor,
+            "TRITON_CACHE_DIR": os.path.join(inductor, "triton"),
+            "FXSPLIT_CACHE_DIR": fxsplit_cache or os.path.join(scratch, "fxsplit"),
+        }
+        env.pop("FXSPLIT_DISABLE_CACHE", None)
         command = [sys.executable, "-m", "fxsplit.compile_bench", mode, str(layers), str(steady_reps)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"compile benchmark {mode} at {layers} layers failed:\n{done.stderr[-4000:]}")
     return CompileResult(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def warm_start(layers: int) -> dict[str, CompileResult]:
+    """fxsplit compiling the same model in three fresh processes that share one fxsplit
+    cache: cold; warm with an empty Inductor cache (fxsplit's artifacts alone, whose
+    CPU kernels Inductor then rebuilds); warm with the cold run's Inductor cache too,
+    as when a service restarts on the same machine."""
+    with tempfile.TemporaryDirectory(prefix="fxsplit-warm-") as root:
+        fx, inductor = os.path.join(root, "fxsplit"), os.path.join(root, "inductor")
+        return {
+            "cold": measure("fxsplit", layers, fxsplit_cache=fx, inductor_cache=inductor),
+            "warm, fxsplit cache only": measure("fxsplit", layers, fxsplit_cache=fx),
+            "warm, both caches": measure("fxsplit", layers, fxsplit_cache=fx, inductor_cache=inductor),
+        }
+
+
+def format_warm(layers: int, runs: dict[str, CompileResult]) -> str:
+    lines = [
+        f"fxsplit, {layers} layers, Inductor: cold and warm starts in fresh processes sharing one fxsplit cache",
+        f"{'run':26} {'first call s':>12} {'compiler calls':>14} {'cache hits':>10} {'steady fwd ms':>13}",
+    ]
+    for name, r in runs.items():
+        lines.append(
+            f"{name:26} {r.cold_first_call_s:12.2f} {r.compiler_calls!s:>14} {r.cache_hits!s:>10} "
+            f"{r.steady_forward_ms:13.1f}"
+        )
+    cold = runs["cold"].cold_first_call_s
+    lines.append("\ntargets:")
+    for name, r in runs.items():
+        if name != "cold":
+            ratio = r.cold_first_call_s / cold
+            lines.append(f"  [{'met' if ratio <= 0.2 else 'MISSED'}] {name}: warm <= 0.2x cold ({ratio:.2f}x)")
+    return "\n".join(lines)
 
 
 def run(layers: Sequence[int], progress: bool = True) -> list[CompileResult]:
