@@ -3,6 +3,7 @@ on size, reports, and clear errors."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -236,20 +237,23 @@ def test_tiny_hf_models_equal_eager(factory, compiler):
     assert backend.report.pieces == 2 * model.config.num_hidden_layers + 1
 
 
-def test_tiny_inductor_compile():
+def test_tiny_inductor_compile_with_cache_and_dump(tmp_path):
     def f(x, w):
         h = (x @ w).relu()
         q = h.view(1, 1, *h.shape)
         a = torch.nn.functional.scaled_dot_product_attention(q, q, q)
         return (a.view(h.shape) * h).sum(-1)
 
-    backend = fxsplit.PiecewiseBackend(compiler="inductor")
+    backend = fxsplit.PiecewiseBackend(compiler="inductor", cache_dir=tmp_path / "cache", dump_dir=tmp_path / "dump")
     compiled = compile_model(f, backend)
     w = torch.randn(8, 8)
     for rows in (5, 9):
         x = torch.randn(rows, 8)
         torch.testing.assert_close(compiled(x, w), f(x, w))
     assert backend.report.compiler_calls == 2 and len(backend.reports) == 1
+    assert backend.report.cache_misses == 2 and backend.cache is not None and backend.cache.info().entries == 2
+    generated = json.loads((tmp_path / "dump" / "graph_0" / "report.json").read_text())["generated_code"]
+    assert all(Path(path).is_file() for path in generated.values()) and len(generated) == 2
 
 
 def attempts_to_compile(backend: Any, model: Any, inputs: Any) -> int:

@@ -110,3 +110,20 @@ def test_backend_registration_and_its_absence(monkeypatch):
     assert "fxsplit" in torch._dynamo.list_backends()
     hide(monkeypatch, "register_backend")
     assert _compat.register_dynamo_backend("fxsplit_unused", lambda gm, inputs: gm) is False
+
+
+def test_without_standalone_compile_inductor_pieces_are_compiled_but_not_saved(monkeypatch, tmp_path):
+    hide(monkeypatch, "standalone_compile")
+
+    def f(x):
+        q = (x * 2).view(1, 1, *x.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).sum() + x.sum()
+
+    backend = fxsplit.PiecewiseBackend(compiler="inductor", cache_dir=tmp_path)
+    assert backend.cache is None
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend=backend, dynamic=True)
+    x = torch.randn(4, 8)
+    torch.testing.assert_close(compiled(x), f(x))
+    assert (backend.report.cache_hits, backend.report.cache_misses) == (0, 0)
+    assert not any(tmp_path.iterdir())
