@@ -13,6 +13,7 @@ import torch
 from conftest import SPLIT_HERE
 
 import fxsplit
+import fxsplit.cache
 from fxsplit import _compat, models
 
 ATTENTION = models.ATTENTION_OP_NAME
@@ -277,3 +278,20 @@ def test_lifted_floats_cost_no_more_dynamo_restarts_than_whole_graph():
     backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="aot_eager")
     assert attempts_to_compile(backend, model, inputs) == whole_graph
     assert backend.report.compiler_calls == 3  # the eps stay inputs, so layers still share
+
+
+def test_a_cache_that_cannot_be_written_warns_but_compiles(tmp_path, monkeypatch, caplog):
+    def f(x):
+        q = (x.cos() * 3).view(1, 1, *x.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).sum() - x.sum()
+
+    def disk_full(self, key, write, description):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fxsplit.cache.PieceCache, "store", disk_full)
+    backend = fxsplit.PiecewiseBackend(compiler="inductor", cache_dir=tmp_path)
+    compiled = compile_model(f, backend)
+    x = torch.randn(4, 8)
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        torch.testing.assert_close(compiled(x), f(x))
+    assert "could not save submod_0 to the cache" in caplog.text

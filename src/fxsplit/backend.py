@@ -250,16 +250,16 @@ class PiecewiseBackend:
     def _compile(
         self, item: SplitItem, inputs: list[Any], report: CompileReport, key: Hashable | None, size: int | None = None
     ) -> Callable[..., Any]:
-        """Compile a piece, for the general shape or specialised to ``size``, through
-        the persistent cache when there is one."""
+        """Compile a piece, for the general shape or specialised to ``size``: from the
+        persistent cache when it has the piece, else with the compiler (then saved)."""
+        cache, persistent = self.cache, self._persistent
         entry = None
-        if self.cache is not None and self._persistent is not None and key is not None:
-            version = sys.version_info[:2]
-            entry = persistent_key(key, self.compiler_name, torch.__version__, version, size)
-        if entry is not None:
-            assert self.cache is not None and self._persistent is not None
+        if cache is not None and persistent is not None and key is not None:
+            entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
+        if entry is not None and cache is not None and persistent is not None:
+            load = persistent[1]
             started = time.perf_counter()
-            loaded = self.cache.load(entry, lambda path: self._persistent[1](str(path)))  # type: ignore[index]
+            loaded = cache.load(entry, lambda path: load(str(path)))
             if loaded is not None:
                 report.cache_hits += 1
                 report.load_seconds += time.perf_counter() - started
@@ -268,19 +268,10 @@ class PiecewiseBackend:
         report.compiler_calls += 1
         try:
             with _compat.tensorify_only(_float_symbols(item.graph)):
-                if entry is None:
+                if entry is None or cache is None or persistent is None:
                     return self.compiler(item.graph, inputs)
-                assert self.cache is not None and self._persistent is not None
                 shapes = "from_graph" if size is None else "from_example_inputs"
-                artifact = self._persistent[0](item.graph, inputs, dynamic_shapes=shapes)
-            description = {
-                "piece": item.submod_name,
-                "compiler": self.compiler_name,
-                "torch": torch.__version__,
-                "size": size,
-            }
-            self.cache.store(entry, lambda path: artifact.save(path=str(path), format="binary"), description)
-            return artifact
+                artifact = persistent[0](item.graph, inputs, dynamic_shapes=shapes)
         except _compat.dynamo_restart_exceptions():
             raise
         except Exception as error:
@@ -289,6 +280,25 @@ class PiecewiseBackend:
                 f"{self.compiler_name} failed to compile {item.submod_name} "
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
+        self._save(cache, entry, item, artifact, size)
+        return artifact
+
+    def _save(self, cache: PieceCache, entry: str, item: SplitItem, artifact: Any, size: int | None) -> None:
+        """Keep a compiled piece for later processes; failing to is worth a warning, not a crash."""
+        description = {
+            "piece": item.submod_name,
+            "compiler": self.compiler_name,
+            "torch": torch.__version__,
+            "size": size,
+        }
+        try:
+            cache.store(entry, lambda path: artifact.save(path=str(path), format="binary"), description)
+        except (OSError, RuntimeError) as error:
+            log.warning(
+                "fxsplit: could not save %s to the cache (%s); it will be compiled again next time",
+                item.submod_name,
+                error,
+            )
 
 
 def _float_symbols(piece: GraphModule) -> set[str]:

@@ -193,8 +193,7 @@ def build_split_module(
 
     if options.keep_original_order and builders:
         # torch only brings in the attributes that pieces or the output use
-        used = {v for p in plan.pieces for v in p.inputs}
-        map_arg(plan.output_args, lambda n: used.add(n) or n)  # type: ignore[func-returns-value]
+        used = {v for p in plan.pieces for v in p.inputs} | set(plan.output_uses)
         attrs = {r.target: attr_values[r.node] for r in plan.attributes if r.node in used}
     else:
         attrs = {r.target: attr_values[r.node] for r in plan.attributes}

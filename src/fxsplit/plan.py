@@ -86,6 +86,7 @@ class SplitPlan:
     leaves: list[NodeRecord]  # placeholders and get_attr nodes, in graph order
     snapshot: dict[Node, NodeRecord]  # every node as it was at split time
     output_args: Any  # the source output's args[0], in source nodes
+    output_uses: list[Node]  # the source nodes the output returns
     output_type: Any
     size_dims: dict[Node, tuple[SizeDim | int, ...]]
 
@@ -297,6 +298,7 @@ def plan_split(
         leaves=leaves,
         snapshot=snapshot,
         output_args=output_node.args[0],
+        output_uses=output_node.all_input_nodes,
         output_type=output_node.type,
         size_dims=size_dims,
     )
