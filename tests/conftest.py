@@ -82,3 +82,49 @@ def capture(fn: Any, *inputs: Any) -> tuple[GraphModule, list[Any]]:
 def assert_same(split: torch.nn.Module, gm: GraphModule, args: list[Any]) -> None:
     """The split computes exactly what the unsplit graph computes."""
     torch.testing.assert_close(split(*args), gm(*args), rtol=0, atol=0)
+
+
+TINY_DECODER = dict(
+    vocab_size=128,
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+    attn_implementation="sdpa",
+)
+
+
+def hf_llama(layers: int = 2) -> torch.nn.Module:
+    """A tiny HuggingFace Llama with random weights, built from a config (no download)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(num_hidden_layers=layers, **TINY_DECODER)
+    return transformers.LlamaForCausalLM(config)
+
+
+def hf_gpt2(layers: int = 2) -> torch.nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(
+        vocab_size=128,
+        n_embd=32,
+        n_layer=layers,
+        n_head=4,
+        n_positions=64,
+        attn_implementation="sdpa",
+        bos_token_id=0,
+        eos_token_id=0,
+    )
+    return transformers.GPT2LMHeadModel(config)
+
+
+def hf_mixtral(layers: int = 2) -> torch.nn.Module:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.MixtralConfig(
+        num_hidden_layers=layers, num_local_experts=4, num_experts_per_tok=2, **TINY_DECODER
+    )
+    return transformers.MixtralForCausalLM(config)
+
+
+def logits_of(model: torch.nn.Module) -> Any:
+    """The model as a function of token ids to logits, without a KV cache."""
+    return lambda input_ids: model(input_ids=input_ids, use_cache=False).logits

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import SPLIT_HERE
+from conftest import SPLIT_HERE, hf_gpt2, hf_llama, hf_mixtral, logits_of
 
 import fxsplit
 import fxsplit.cache
 from fxsplit import _compat, models
 
 ATTENTION = models.ATTENTION_OP_NAME
-transformers = pytest.importorskip("transformers")
 
 
 def compile_model(model: Any, backend: fxsplit.PiecewiseBackend) -> Any:
@@ -175,59 +174,12 @@ def test_registered_with_dynamo_by_name():
     torch.testing.assert_close(compiled(q), f(q))
 
 
-def hf_llama():
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
-    return transformers.LlamaForCausalLM(config)
-
-
-def hf_gpt2():
-    config = transformers.GPT2Config(
-        vocab_size=128,
-        n_embd=32,
-        n_layer=3,
-        n_head=4,
-        n_positions=64,
-        attn_implementation="sdpa",
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config)
-
-
-def hf_mixtral():
-    config = transformers.MixtralConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_local_experts=4,
-        num_experts_per_tok=2,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
-    return transformers.MixtralForCausalLM(config)
-
-
 @pytest.mark.parametrize("compiler", ["eager", "aot_eager"])
 @pytest.mark.parametrize("factory", [hf_llama, hf_gpt2, hf_mixtral])
 def test_tiny_hf_models_equal_eager(factory, compiler):
     torch.manual_seed(0)
-    model = factory().eval()
-
-    def logits(input_ids):
-        return model(input_ids=input_ids, use_cache=False).logits
-
+    model = factory(3 if factory is not hf_mixtral else 2).eval()
+    logits = logits_of(model)
     backend = fxsplit.PiecewiseBackend(compiler=compiler)
     compiled = compile_model(logits, backend)
     with torch.no_grad():

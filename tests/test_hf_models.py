@@ -6,49 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import assert_same, capture, graph_state
+from conftest import assert_same, capture, graph_state, hf_gpt2, hf_llama, logits_of
 
 import fxsplit
 
-transformers = pytest.importorskip("transformers")
 
-
-def llama() -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
-    return transformers.LlamaForCausalLM(config)
-
-
-def gpt2() -> torch.nn.Module:
-    config = transformers.GPT2Config(
-        vocab_size=128,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        n_positions=64,
-        attn_implementation="sdpa",
-        bos_token_id=0,
-        eos_token_id=0,
-    )
-    return transformers.GPT2LMHeadModel(config)
-
-
-@pytest.mark.parametrize("factory", [llama, gpt2])
+@pytest.mark.parametrize("factory", [hf_llama, hf_gpt2])
 def test_tiny_hf_model_splits_at_sdpa(factory):
     torch.manual_seed(0)
     model = factory().eval()
 
-    def logits(input_ids):
-        return model(input_ids=input_ids, use_cache=False).logits
-
+    logits = logits_of(model)
     with torch.no_grad():
         gm, args = capture(logits, torch.randint(0, 128, (2, 8)))
         before = graph_state(gm)

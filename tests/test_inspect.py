@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import hf_llama, logits_of
 
 import fxsplit
 from fxsplit import cli, models
@@ -14,20 +15,8 @@ from fxsplit.cache import PieceCache
 
 def tiny_llama():
     """A --model factory: a tiny HuggingFace Llama and its example inputs."""
-    transformers = pytest.importorskip("transformers")
-    config = transformers.LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
-    return (lambda input_ids: model(input_ids=input_ids, use_cache=False).logits), (torch.randint(0, 128, (2, 8)),)
+    return logits_of(hf_llama(3).eval()), (torch.randint(0, 128, (2, 8)),)
 
 
 def test_inspect_built_in_model_shows_twins_and_dumps(capsys, tmp_path):
