@@ -127,3 +127,27 @@ def test_without_standalone_compile_inductor_pieces_are_compiled_but_not_saved(m
     torch.testing.assert_close(compiled(x), f(x))
     assert (backend.report.cache_hits, backend.report.cache_misses) == (0, 0)
     assert not any(tmp_path.iterdir())
+
+
+def test_global_state_ops_present_and_absent(monkeypatch):
+    grad, enter, exit_ = _compat.global_state_ops()
+    assert grad == (torch._C._set_grad_enabled,)
+    assert (enter, exit_) == (torch.amp._enter_autocast, torch.amp._exit_autocast)
+    hide(monkeypatch, "_set_grad_enabled", "_enter_autocast", "_exit_autocast")
+    assert _compat.global_state_ops() == ((), None, None)
+
+
+def test_builtin_homes_present_and_absent(monkeypatch):
+    from fxsplit.ops import matcher
+
+    assert _compat.builtin_homes() == (torch._C._nn, torch)
+    hide(monkeypatch, "_nn")
+    assert _compat.builtin_homes() == (torch,)
+    graph = Graph()
+    node = graph.call_function(torch.relu, (graph.placeholder("x"),))
+    assert matcher([torch.nn.functional.relu])(node)  # its builtin lives in torch itself
+
+
+def test_op_classes_are_torchs():
+    assert isinstance(torch.ops.aten.add, _compat.OpOverloadPacket)
+    assert isinstance(torch.ops.aten.add.Tensor, _compat.OpOverload)

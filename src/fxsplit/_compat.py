@@ -11,9 +11,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from torch._ops import OpOverload, OpOverloadPacket
+else:
+    # the classes of every registered op, reached through public objects
+    OpOverloadPacket = type(torch.ops.aten.add)
+    OpOverload = type(torch.ops.aten.add.Tensor)
 
 
 def _private(module: str, name: str) -> Any:
@@ -22,6 +29,22 @@ def _private(module: str, name: str) -> Any:
         return getattr(importlib.import_module(module), name, None)
     except ImportError:
         return None
+
+
+def global_state_ops() -> tuple[tuple[Any, ...], Any, Any]:
+    """``(grad-mode setters, autocast enter, autocast exit)`` as FX graphs record them;
+    None for the ones this torch does not have (its graphs then cannot contain them)."""
+    grad = _private("torch._C", "_set_grad_enabled")
+    enter = _private("torch.amp", "_enter_autocast")
+    exit_ = _private("torch.amp", "_exit_autocast")
+    return ((grad,) if grad is not None else ()), enter, exit_
+
+
+def builtin_homes() -> tuple[Any, ...]:
+    """Where the builtins behind ``torch.nn.functional`` functions live, which is what
+    Dynamo records for a call to one of them."""
+    nn = _private("torch._C", "_nn")
+    return (nn, torch) if nn is not None else (torch,)
 
 
 def lazy_graph_module_base() -> type[torch.fx.GraphModule]:

@@ -28,10 +28,10 @@ def capture_graph(
         captured.append((gm, list(inputs)))
         return gm.forward
 
-    torch._dynamo.reset()
+    torch.compiler.reset()
     compiled = torch.compile(model, backend=record, dynamic=dynamic, fullgraph=True)
     compiled(*example_inputs)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     if len(captured) != 1:
         raise RuntimeError(f"expected Dynamo to capture one graph, it captured {len(captured)}")
     gm, inputs = captured[0]

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from ._compat import OpOverload, OpOverloadPacket
 from .lazy import structure_key
 from .structure import Identity
 
@@ -78,7 +79,7 @@ class _Unstable(Exception):
 def _stable(value: Any, strict: bool) -> str:
     if isinstance(value, Identity):
         obj = value.obj
-        if isinstance(obj, (torch._ops.OpOverload, torch._ops.OpOverloadPacket)):
+        if isinstance(obj, (OpOverload, OpOverloadPacket)):
             return f"op:{obj}"
         name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
         module = getattr(obj, "__module__", None)

@@ -7,7 +7,7 @@ tracer saw them. A matcher is built once per split from any mix of:
 * ``OpOverload`` and ``OpOverloadPacket`` objects;
 * torch's Python callables, matched as Dynamo records them: a function of
   ``torch.nn.functional`` also matches the builtin of the same name it calls
-  (``torch._C._nn`` or ``torch``), so ``F.scaled_dot_product_attention`` matches
+  (in torch's C extension or ``torch``), so ``F.scaled_dot_product_attention`` matches
   however the graph spells it;
 * predicates ``Callable[[Node], bool]``: any other callable.
 
@@ -25,23 +25,26 @@ from typing import Any
 import torch
 from torch.fx import Node
 
+from . import _compat
+from ._compat import OpOverload, OpOverloadPacket
+
 log = logging.getLogger(__name__)
 
-SplittingOp = str | torch._ops.OpOverload | torch._ops.OpOverloadPacket | Callable[..., Any]
+SplittingOp = str | OpOverload | OpOverloadPacket | Callable[..., Any]
 
 
-def _packet_name(packet: torch._ops.OpOverloadPacket) -> str:
+def _packet_name(packet: OpOverloadPacket) -> str:
     namespace, _, name = str(packet).partition(".")
     return f"{namespace}::{name}"
 
 
-def _overload_name(op: torch._ops.OpOverload) -> str:
+def _overload_name(op: OpOverload) -> str:
     """``ns::op.overload``, with ``.default`` spelled out (``OpOverload.name()`` omits it)."""
     name = op.name()
     return name if "." in name.partition("::")[2] else f"{name}.default"
 
 
-def _resolve_name(name: str) -> torch._ops.OpOverload | torch._ops.OpOverloadPacket:
+def _resolve_name(name: str) -> OpOverload | OpOverloadPacket:
     namespace, sep, rest = name.partition("::")
     op_name, _, overload = rest.partition(".")
     if not sep or not namespace or not op_name:
@@ -62,7 +65,7 @@ def _aliases(fn: Callable[..., Any]) -> list[Callable[..., Any]]:
     """The callables Dynamo may record for a call to ``fn``."""
     names = {fn}
     if isinstance(fn, types.FunctionType) and fn.__module__ == "torch.nn.functional":
-        for home in (torch._C._nn, torch):
+        for home in _compat.builtin_homes():
             builtin = getattr(home, fn.__name__, None)
             if isinstance(builtin, types.BuiltinFunctionType):
                 names.add(builtin)
@@ -88,13 +91,13 @@ class OpMatcher:
             target = node.target
             if target in self.targets:
                 return True
-            if isinstance(target, torch._ops.OpOverload):
+            if isinstance(target, OpOverload):
                 if (
                     _overload_name(target) in self.overload_names
                     or _packet_name(target.overloadpacket) in self.packet_names
                 ):
                     return True
-            elif isinstance(target, torch._ops.OpOverloadPacket) and _packet_name(target) in self.packet_names:
+            elif isinstance(target, OpOverloadPacket) and _packet_name(target) in self.packet_names:
                 return True
         for predicate in self.predicates:
             verdict = predicate(node)
@@ -114,21 +117,27 @@ class OpMatcher:
 
 
 def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
-    """Build an :class:`OpMatcher`; raises ``ValueError`` for names of unknown ops."""
-    if isinstance(splitting_ops, (str, torch._ops.OpOverload, torch._ops.OpOverloadPacket)) or callable(splitting_ops):
+    """Build an :class:`OpMatcher`; raises ``ValueError`` for names of unknown ops.
+
+    Example::
+
+        is_attention = matcher(["vllm::unified_attention", F.scaled_dot_product_attention])
+        splitting_nodes = [n for n in gm.graph.nodes if is_attention(n)]
+    """
+    if isinstance(splitting_ops, (str, OpOverload, OpOverloadPacket)) or callable(splitting_ops):
         splitting_ops = [splitting_ops]
     m = OpMatcher()
     for spec in splitting_ops:
         if isinstance(spec, str):
             spec = _resolve_name(spec)
-        if isinstance(spec, torch._ops.OpOverload):
+        if isinstance(spec, OpOverload):
             m.targets.add(spec)
             m.overload_names.add(_overload_name(spec))
             # A packet call can only dispatch to this overload if it is the only one.
             if len(spec.overloadpacket.overloads()) == 1:
                 m.targets.add(spec.overloadpacket)
             m.described.append(_overload_name(spec))
-        elif isinstance(spec, torch._ops.OpOverloadPacket):
+        elif isinstance(spec, OpOverloadPacket):
             m.targets.add(spec)
             m.packet_names.add(_packet_name(spec))
             m.described.append(_packet_name(spec))

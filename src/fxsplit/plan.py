@@ -20,11 +20,12 @@ import torch
 from torch.fx import Graph, Node
 from torch.fx.experimental.symbolic_shapes import free_symbols
 
+from . import _compat
+
 # Nodes whose effect is global state: when a piece boundary cuts through their region,
 # later pieces re-enter it (and earlier ones leave it), as torch's split_module does.
-GRAD_MODE_OPS = (torch._C._set_grad_enabled,)
-AUTOCAST_ENTER, AUTOCAST_EXIT = torch.amp._enter_autocast, torch.amp._exit_autocast
-GLOBAL_STATE_OPS = (*GRAD_MODE_OPS, AUTOCAST_ENTER, AUTOCAST_EXIT)
+GRAD_MODE_OPS, AUTOCAST_ENTER, AUTOCAST_EXIT = _compat.global_state_ops()
+GLOBAL_STATE_OPS = tuple(op for op in (*GRAD_MODE_OPS, AUTOCAST_ENTER, AUTOCAST_EXIT) if op is not None)
 
 
 class PartitionCycleError(RuntimeError):

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
+from ._compat import OpOverload
 from .ops import SplittingOp, matcher
 from .pieces import NamingOptions, build_split_module
 from .plan import is_getitem_of_producer, plan_split
@@ -54,7 +55,7 @@ def _is_empty_alloc(node: Node) -> bool:
         return target in _EMPTY_METHODS
     if node.op != "call_function":
         return False
-    if isinstance(target, torch._ops.OpOverload):
+    if isinstance(target, OpOverload):
         target = target.overloadpacket
     return target in _EMPTY_PACKETS or target in _EMPTY_FUNCTIONS
 
