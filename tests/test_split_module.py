@@ -143,3 +143,14 @@ def test_a_cycle_is_a_clear_error():
 def test_non_graph_module_is_a_type_error():
     with pytest.raises(TypeError, match="takes a torch.fx.GraphModule"):
         fxsplit.split_module(WithAttributes(), None, lambda n: 0)  # type: ignore[arg-type]
+
+
+def test_a_region_whose_nodes_go_back_to_an_earlier_partition_is_refused_like_torch():
+    gm, _ = capture(regions, torch.randn(4, 4, requires_grad=True))
+    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
+    # inside the no_grad region, partitions go 0 -> 1 -> 0: torch refuses that
+    partition = {n: (1 if i == len(nodes) // 2 else 0) for i, n in enumerate(nodes)}
+    with pytest.raises(AssertionError, match="monotonically increasing"):
+        torch_split_module(gm, None, partition.__getitem__)
+    with pytest.raises(ValueError, match="regions need partitions in increasing order"):
+        fxsplit.split_module(gm, None, partition.__getitem__)

@@ -161,6 +161,7 @@ def plan_split(
     grad_regions: dict[Node, list[str]] = {}
     autocast_regions: dict[Node, list[str]] = {}
     autocast_exits: dict[Node, Node] = {}
+    keys_in_order: list[Hashable] = []
     active_grad: Node | None = None
     active_autocasts: dict[Node, None] = {}
 
@@ -238,6 +239,7 @@ def plan_split(
             continue
 
         key = assign(node)
+        keys_in_order.append(key)
         piece = piece_by_key.get(key)
         if piece is None:
             name = name_of(key)
@@ -248,6 +250,7 @@ def plan_split(
             piece_by_key[key] = piece
         piece_of[node] = piece
         piece.records.append(record)
+        name = piece.name
 
         target = node.target
         if op == "call_function" and target in GLOBAL_STATE_OPS:
@@ -282,12 +285,11 @@ def plan_split(
     if output_node is None:
         raise ValueError("the graph has no output node")
 
-    for regions in (grad_regions, autocast_regions):
-        if any(_decreasing(r, pieces) for r in regions.values()):
-            raise ValueError(
-                "autocast or set_grad_enabled regions need partitions in increasing order; "
-                "assign nodes inside such a region to non-decreasing partitions"
-            )
+    if (grad_regions or autocast_regions) and _decreasing(keys_in_order):
+        raise ValueError(
+            "autocast or set_grad_enabled regions need partitions in increasing order, as in torch's "
+            "split_module; assign every node a partition no lower than the one before it"
+        )
     _add_region_bounds(pieces, grad_regions, autocast_regions, autocast_exits)
 
     order = _topological_order(pieces) if topological else _checked_original_order(pieces)
@@ -305,9 +307,14 @@ def plan_split(
     )
 
 
-def _decreasing(names: list[str], pieces: dict[str, PiecePlan]) -> bool:
-    position = {name: i for i, name in enumerate(pieces)}
-    return any(position[a] > position[b] for a, b in zip(names, names[1:]))
+def _decreasing(keys: list[Hashable]) -> bool:
+    """Whether partition keys ever go down; keys that do not order are compared by
+    first appearance."""
+    try:
+        return any(a > b for a, b in zip(keys, keys[1:]))  # type: ignore[operator]
+    except TypeError:
+        position = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+        return any(position[a] > position[b] for a, b in zip(keys, keys[1:]))
 
 
 def _add_region_bounds(
