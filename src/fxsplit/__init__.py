@@ -7,6 +7,7 @@ from torch.fx import GraphModule as _GraphModule
 
 from . import _compat
 from .backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
+from .cache import UnsafeCacheDirError
 from .capture import capture_graph
 from .compilers import COMPILER_NAMES
 from .lazy import LazyGraphModule
@@ -26,6 +27,7 @@ __all__ = [
     "PiecewiseBackend",
     "SplitItem",
     "SplittingOp",
+    "UnsafeCacheDirError",
     "capture_graph",
     "matcher",
     "split_graph",
