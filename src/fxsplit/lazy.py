@@ -179,25 +179,23 @@ def _concrete_class(base: type[GraphModule]) -> type[GraphModule]:
 
 
 def make_lazy_module(
-    graph: Graph | Callable[[], Graph],
+    build_graph: Callable[[], Graph],
     attrs: dict[str, Any] | None = None,
     *,
     share: CodeShare | None = None,
     structure_key: Callable[[], Hashable | None] | None = None,
     node_count: int | None = None,
 ) -> GraphModule:
-    """A lazy GraphModule over ``graph``, or over the graph that ``graph()`` builds.
+    """A lazy GraphModule over the graph that ``build_graph()`` builds when first needed.
 
     ``attrs`` maps the qualified names of ``get_attr``/``call_module`` targets to their
     values, as ``GraphModule(dict, graph)`` takes them. With ``share`` and
     ``structure_key``, the module reuses the forward function of any earlier module
     that registered the same key in ``share``. ``node_count`` is how many nodes
-    ``graph()`` will build, so that reports need not build it.
+    ``build_graph()`` will build, so that reports need not build it.
     """
     cls = _concrete_class(_compat.lazy_graph_module_base())
     attrs = attrs or {}
-    if isinstance(graph, Graph):
-        return cls(attrs, graph)
     # GraphModule.__init__ copies attributes for the targets its graph names, so a stub
     # graph naming them gets the exact torch semantics (buffers vs parameters, nesting).
     stub = Graph()
@@ -205,7 +203,7 @@ def make_lazy_module(
         stub.get_attr(target)
     module = cls(attrs, stub)
     del module.__dict__["_graph"]
-    _STATE[module] = _Deferred(graph, share, structure_key, node_count)
+    _STATE[module] = _Deferred(build_graph, share, structure_key, node_count)
     return module
 
 

@@ -168,7 +168,8 @@ def build_split_module(
     The stitching graph is lazy too: the module holds its pieces and attributes at
     once, and builds the graph that calls them when it is first needed.
     """
-    attr_values = {r.node: lookup_attr(root, r.target) for r in plan.attributes}
+    attributes = plan.attributes
+    attr_values = {r.node: lookup_attr(root, r.target) for r in attributes}
     module_attrs = {n: v for n, v in attr_values.items() if isinstance(v, torch.nn.Module)}
 
     share: CodeShare = {}
@@ -194,9 +195,9 @@ def build_split_module(
     if options.keep_original_order and builders:
         # torch only brings in the attributes that pieces or the output use
         used = {v for p in plan.pieces for v in p.inputs} | set(plan.output_uses)
-        attrs = {r.target: attr_values[r.node] for r in plan.attributes if r.node in used}
+        attrs = {r.target: attr_values[r.node] for r in attributes if r.node in used}
     else:
-        attrs = {r.target: attr_values[r.node] for r in plan.attributes}
+        attrs = {r.target: attr_values[r.node] for r in attributes}
     split = make_lazy_module(lambda: _stitching_graph(plan, builders, options), {**attrs, **modules})
     split.meta["partition_names"] = {p.submod_name for p in plan.pieces}
     return split

@@ -80,16 +80,21 @@ class PiecePlan:
 
 @dataclass(eq=False)
 class SplitPlan:
-    source: Graph
     pieces: list[PiecePlan]  # in the order the stitching graph calls them
-    placeholders: list[NodeRecord]
-    attributes: list[NodeRecord]  # get_attr nodes, which stay in the stitching graph
     leaves: list[NodeRecord]  # placeholders and get_attr nodes, in graph order
     snapshot: dict[Node, NodeRecord]  # every node as it was at split time
     output_args: Any  # the source output's args[0], in source nodes
     output_uses: list[Node]  # the source nodes the output returns
-    output_type: Any
     size_dims: dict[Node, tuple[SizeDim | int, ...]]
+
+    @property
+    def placeholders(self) -> list[NodeRecord]:
+        return [r for r in self.leaves if r.op == "placeholder"]
+
+    @property
+    def attributes(self) -> list[NodeRecord]:
+        """get_attr nodes, which stay in the stitching graph."""
+        return [r for r in self.leaves if r.op == "get_attr"]
 
 
 def example_value(node: Node) -> Any:
@@ -150,8 +155,6 @@ def plan_split(
     piece_by_key: dict[Hashable, PiecePlan] = {}
     piece_of: dict[Node, PiecePlan] = {}
     snapshot: dict[Node, NodeRecord] = {}
-    placeholders: list[NodeRecord] = []
-    attributes: list[NodeRecord] = []
     leaves: list[NodeRecord] = []
     symbol_binder: dict[sympy.Symbol, Node] = {}
     symbols_of: dict[Value, list[sympy.Symbol]] = {}
@@ -235,7 +238,6 @@ def plan_split(
         snapshot[node] = record = NodeRecord(node, op, node.target, node.args, node.kwargs, node.type, meta.copy())
         if op == "placeholder" or op == "get_attr":
             leaves.append(record)
-            (placeholders if op == "placeholder" else attributes).append(record)
             continue
 
         key = assign(node)
@@ -294,15 +296,11 @@ def plan_split(
 
     order = _topological_order(pieces) if topological else _checked_original_order(pieces)
     return SplitPlan(
-        source=source,
         pieces=[pieces[n] for n in order],
-        placeholders=placeholders,
-        attributes=attributes,
         leaves=leaves,
         snapshot=snapshot,
         output_args=output_node.args[0],
         output_uses=output_node.all_input_nodes,
-        output_type=output_node.type,
         size_dims=size_dims,
     )
 
