@@ -151,3 +151,14 @@ def test_builtin_homes_present_and_absent(monkeypatch):
 def test_op_classes_are_torchs():
     assert isinstance(torch.ops.aten.add, _compat.OpOverloadPacket)
     assert isinstance(torch.ops.aten.add.Tensor, _compat.OpOverload)
+
+
+def test_float_symbol_test_with_and_without_torchs_helper(monkeypatch):
+    import sympy
+
+    float_symbol, size_symbol = sympy.Symbol("zf3"), sympy.Symbol("s3")
+    is_float = _compat._float_symbol_test()
+    assert is_float(float_symbol) and not is_float(size_symbol)
+    hide(monkeypatch, "symbol_is_type")
+    is_float = _compat._float_symbol_test()
+    assert is_float(float_symbol) and not is_float(size_symbol)

@@ -150,7 +150,8 @@ def tensorify_only(float_symbols: set[str]) -> Iterator[None]:
     if shape_env is None or not isinstance(marks, set):
         yield
         return
-    others = {str(s) for s in shape_env.backed_var_to_val if _is_float_symbol(s)} - float_symbols - marks
+    is_float = _float_symbol_test()
+    others = {str(s) for s in shape_env.backed_var_to_val if is_float(s)} - float_symbols - marks
     marks |= others
     try:
         yield
@@ -158,12 +159,13 @@ def tensorify_only(float_symbols: set[str]) -> Iterator[None]:
         marks -= others
 
 
-def _is_float_symbol(symbol: Any) -> bool:
+def _float_symbol_test() -> Callable[[Any], bool]:
+    """Whether a shape-environment symbol stands for a float (torch names them ``zf…``)."""
     symbol_is_type = _private("torch.utils._sympy.symbol", "symbol_is_type")
     float_type = getattr(_private("torch.utils._sympy.symbol", "SymT"), "FLOAT", None)
     if symbol_is_type is not None and float_type is not None:
-        return bool(symbol_is_type(symbol, float_type))
-    return str(symbol).startswith("zf")
+        return lambda symbol: bool(symbol_is_type(symbol, float_type))
+    return lambda symbol: str(symbol).startswith("zf")
 
 
 def persistent_compiler() -> tuple[Callable[..., Any], Callable[[str], Any]] | None:

@@ -13,11 +13,10 @@ garbage collection runs before and is off during each timed region.
 from __future__ import annotations
 
 import gc
-import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from torch.fx.passes.split_module import split_module as torch_split_module
 from . import _compat, models
 from .capture import capture_graph
 from .ops import matcher
+from .report import Check
 from .split import _assign_pieces, split_graph, split_module
 
 SPLIT_OPS = [models.ATTENTION_OP_NAME]
@@ -144,9 +144,9 @@ def _bench_graph(layers: int, gm: GraphModule, args: list[Any], reps: int) -> De
     return result
 
 
-def target_checks(results: Sequence[DepthResult]) -> list[tuple[str, bool]]:
+def target_checks(results: Sequence[DepthResult]) -> list[Check]:
     """The splitter's speed targets (issue #2), as (description, met)."""
-    checks: list[tuple[str, bool]] = []
+    checks: list[Check] = []
 
     def ms(r: DepthResult, name: str, first_call: bool = False) -> float | None:
         v = r.variant(name)
@@ -221,17 +221,6 @@ def format_table(results: Sequence[DepthResult]) -> str:
         assert per_node is not None
         lines.append(f"fxsplit.split_graph: {per_node.split_min_ms / r.nodes * 1e3:.2f} µs per node")
     return "\n".join(lines)
-
-
-def to_json(results: Sequence[DepthResult], checks: list[tuple[str, bool]]) -> str:
-    return json.dumps(
-        {
-            "torch": torch.__version__,
-            "results": [asdict(r) for r in results],
-            "targets": [{"target": t, "met": ok} for t, ok in checks],
-        },
-        indent=2,
-    )
 
 
 def require_matplotlib() -> None:

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .report import format_checks, results_json
+
 
 def _layer_list(text: str) -> list[int]:
     try:
@@ -37,13 +39,11 @@ def _bench(args: argparse.Namespace) -> int:
         results.append(bench.bench_depth(layers, args.reps))
     checks = bench.target_checks(results)
     if args.json:
-        print(bench.to_json(results, checks))
+        print(results_json(results, checks))
     else:
         print(bench.format_table(results))
         if checks:
-            print("\ntargets:")
-            for text, met in checks:
-                print(f"  [{'met' if met else 'MISSED'}] {text}")
+            print("\n" + format_checks(checks))
     if args.plot:
         bench.plot(results, args.plot)
         if not args.json:
@@ -75,13 +75,11 @@ def _compile_bench(args: argparse.Namespace) -> int:
     results = compile_bench.run(args.layers or [2, 8, 28], progress=not args.json)
     checks = compile_bench.target_checks(results)
     if args.json:
-        print(compile_bench.to_json(results, checks))
-        return 0
-    print(compile_bench.format_table(results))
-    if checks:
-        print("\ntargets:")
-        for text, met in checks:
-            print(f"  [{'met' if met else 'MISSED'}] {text}")
+        print(results_json(results, checks))
+    else:
+        print(compile_bench.format_table(results))
+        if checks:
+            print("\n" + format_checks(checks))
     return 0
 
 

@@ -27,6 +27,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from .report import Check, format_checks
+
 MODES = ("inductor", "piecewise", "fxsplit")
 # wide enough that compute, not per-call overhead, dominates a forward, as in serving
 MODEL_SIZES = {"hidden": 256, "heads": 4, "intermediate": 512}
@@ -131,11 +133,12 @@ def format_warm(layers: int, runs: dict[str, CompileResult]) -> str:
             f"{r.steady_forward_ms:13.1f}"
         )
     cold = runs["cold"].cold_first_call_s
-    lines.append("\ntargets:")
-    for name, r in runs.items():
-        if name != "cold":
-            ratio = r.cold_first_call_s / cold
-            lines.append(f"  [{'met' if ratio <= 0.2 else 'MISSED'}] {name}: warm <= 0.2x cold ({ratio:.2f}x)")
+    checks = [
+        (f"{name}: warm <= 0.2x cold ({r.cold_first_call_s / cold:.2f}x)", r.cold_first_call_s <= 0.2 * cold)
+        for name, r in runs.items()
+        if name != "cold"
+    ]
+    lines += ["", format_checks(checks)]
     return "\n".join(lines)
 
 
@@ -149,7 +152,7 @@ def run(layers: Sequence[int], progress: bool = True) -> list[CompileResult]:
     return results
 
 
-def target_checks(results: Sequence[CompileResult]) -> list[tuple[str, bool]]:
+def target_checks(results: Sequence[CompileResult]) -> list[Check]:
     """The backend's targets (issue #3), as (description, met)."""
     by = {(r.mode, r.layers): r for r in results}
     checks = []
@@ -181,12 +184,6 @@ def format_table(results: Sequence[CompileResult]) -> str:
             f"{r.steady_forward_ms:13.1f} {calls:>14}"
         )
     return "\n".join(lines)
-
-
-def to_json(results: Sequence[CompileResult], checks: list[tuple[str, bool]]) -> str:
-    return json.dumps(
-        {"results": [asdict(r) for r in results], "targets": [{"target": t, "met": ok} for t, ok in checks]}, indent=2
-    )
 
 
 if __name__ == "__main__":
