@@ -223,13 +223,53 @@ def attempts_to_compile(backend: Any, model: Any, inputs: Any) -> int:
     return len(calls)
 
 
-def test_lifted_floats_cost_no_more_dynamo_restarts_than_whole_graph():
-    # Dynamo lifts each RMSNorm's eps to an input; pieces must not each restart it
+def test_lifted_floats_cost_no_dynamo_restart():
+    # Dynamo lifts each RMSNorm's eps and nn.Embedding's unread norm_type to inputs;
+    # whole-graph compilation re-traces once for norm_type, the pieces not at all
     model, inputs = models.build(3)
-    whole_graph = attempts_to_compile(_compat.dynamo_backend("aot_eager"), model, inputs)
+    assert attempts_to_compile(_compat.dynamo_backend("aot_eager"), model, inputs) == 2
     backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="aot_eager")
-    assert attempts_to_compile(backend, model, inputs) == whole_graph
+    assert attempts_to_compile(backend, model, inputs) == 1
     assert backend.report.compiler_calls == 3  # the eps stay inputs, so layers still share
+
+
+class FloatUser(torch.nn.Module):
+    """Applies ``use(x, self.value)`` before attention, where ``value`` is a float."""
+
+    def __init__(self, use: Any) -> None:
+        super().__init__()
+        self.use, self.value = use, 0.5
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.use(x, self.value)
+        q = y.view(1, 1, *y.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).sum() + y.sum()
+
+
+def unread_norm_type(x: torch.Tensor, value: float) -> torch.Tensor:
+    table = torch.arange(12.0).view(3, 4)
+    return x + torch.nn.functional.embedding(torch.zeros(x.shape[0], dtype=torch.long), table, norm_type=value)
+
+
+@pytest.mark.parametrize(
+    ("use", "attempts"),
+    [
+        (unread_norm_type, 1),  # dropped unread: no restart
+        (lambda x, value: x * value, 1),  # tensor compute: stays an input
+        (lambda x, value: torch.nn.functional.elu(x, alpha=value), 2),  # specialised by the op
+        (lambda x, value: torch.nn.functional.layer_norm(x, (4,), eps=value), 1),  # by Dynamo itself
+        (lambda x, value: x[: int(x.shape[0] * value)], 2),  # a size depends on it
+    ],
+)
+def test_a_float_restarts_dynamo_only_when_its_value_is_baked_in(use, attempts):
+    model = FloatUser(use)
+    backend = fxsplit.PiecewiseBackend(compiler="aot_eager")
+    assert attempts_to_compile(backend, model, (torch.randn(6, 4),)) == attempts
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    for value in (0.25, 0.75):  # a float kept symbolic must still be read, or guarded
+        model.value = value
+        x = torch.randn(6, 4)
+        torch.testing.assert_close(compiled(x), model(x))
 
 
 def test_a_cache_that_cannot_be_written_warns_but_compiles(tmp_path, monkeypatch, caplog):

@@ -86,8 +86,9 @@ def test_torch_lazy_switch_present_and_absent(monkeypatch):
     assert not isinstance(split, _LazyGraphModule)
 
 
-def test_without_tensorify_state_pieces_still_compile_correctly(monkeypatch):
-    hide(monkeypatch, "TensorifyState")
+@pytest.mark.parametrize("hidden", ["TensorifyState", "TensorifyScalarRestartAnalysis"])
+def test_without_tensorify_state_pieces_still_compile_correctly(monkeypatch, hidden):
+    hide(monkeypatch, hidden)
     model, inputs = models.build(2)
     backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="aot_eager")
     torch._dynamo.reset()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -21,6 +21,8 @@ else:
     # the classes of every registered op, reached through public objects
     OpOverloadPacket = type(torch.ops.aten.add)
     OpOverload = type(torch.ops.aten.add.Tensor)
+
+T = TypeVar("T")
 
 
 def _private(module: str, name: str) -> Any:
@@ -130,33 +132,70 @@ def dynamo_restart_exceptions() -> tuple[type[BaseException], ...]:
     return (restart,) if isinstance(restart, type) else ()
 
 
-@contextlib.contextmanager
-def tensorify_only(float_symbols: set[str]) -> Iterator[None]:
-    """Compile one piece of a Dynamo graph without restarts caused by its siblings.
+def compile_without_needless_restarts(compile_piece: Callable[[], T], own_floats: set[str], shape_free: set[str]) -> T:
+    """Run ``compile_piece`` (one piece of a Dynamo graph) so that torch's tensorify
+    pass restarts Dynamo only where a restart changes the result.
 
-    With ``dynamic=True`` Dynamo lifts Python floats to graph inputs, and torch's
-    tensorify pass asks Dynamo to restart (re-trace the whole model, specialising the
-    floats) for every float symbol of the frame that the graph it compiles does not
-    use. A piece uses only its own floats, so each piece would cost a re-trace. While
-    the block runs, the floats of other pieces (all but ``float_symbols``) count as
-    already handled; the marks are removed afterwards. Without the private state,
-    restarts happen as they would.
+    With ``dynamic=True`` Dynamo lifts Python floats to graph inputs, and the tensorify
+    pass asks Dynamo to restart (re-trace the whole model, specialising the floats) for
+    every float symbol of the frame that the compiled graph does not turn into tensor
+    compute. Two kinds of such floats need no restart:
+
+    * the floats of sibling pieces (all but ``own_floats``): a piece never uses them.
+      They count as handled while the piece compiles;
+    * floats of this piece that compilation dropped without looking at their value,
+      such as ``nn.Embedding``'s ``norm_type`` when ``max_norm`` is None. A float
+      qualifies only when it is in ``shape_free`` (no size in the piece depends on
+      it) and no guard or replacement of the shape environment mentions it; a float
+      that an op specialised to its value has a guard and still restarts Dynamo. The
+      piece is compiled once more with such floats counted as handled, which costs
+      one trace of the piece instead of a re-trace of the model. torch's authors call
+      these restarts avoidable (pytorch/pytorch#140346).
+
+    Every mark set here is removed afterwards, so the floats stay graph inputs.
+    Without the private state, restarts happen as they would.
     """
     state = _private("torch._dynamo.symbolic_convert", "TensorifyState")
+    restart = _private("torch._dynamo.exc", "TensorifyScalarRestartAnalysis")
     context = _private("torch._guards", "TracingContext")
     tracing = context.try_get() if context is not None else None
     shape_env = getattr(getattr(tracing, "fake_mode", None), "shape_env", None)
     marks = getattr(state, "force_specializations", None)
-    if shape_env is None or not isinstance(marks, set):
-        yield
-        return
+    if (
+        shape_env is None
+        or not isinstance(marks, set)
+        or not (isinstance(restart, type) and issubclass(restart, Exception))
+    ):
+        return compile_piece()
     is_float = _float_symbol_test()
-    others = {str(s) for s in shape_env.backed_var_to_val if is_float(s)} - float_symbols - marks
-    marks |= others
+    floats = {str(s): s for s in shape_env.backed_var_to_val if is_float(s)}
+    earlier = set(marks)
+    handled = set(floats) - own_floats - earlier
+    marks |= handled
     try:
-        yield
+        try:
+            return compile_piece()
+        except restart:
+            requested = marks - handled - earlier
+            if not requested or not all(_dropped(floats.get(name), shape_free, shape_env) for name in requested):
+                raise
+        handled |= requested
+        return compile_piece()
     finally:
-        marks -= others
+        marks -= handled
+
+
+def _dropped(symbol: Any, shape_free: set[str], shape_env: Any) -> bool:
+    """Whether a float symbol of the piece being compiled was dropped unread."""
+    if symbol is None or str(symbol) not in shape_free:
+        return False
+    replacements = getattr(shape_env, "replacements", None)
+    guards = getattr(shape_env, "guards", None)
+    if not isinstance(replacements, dict) or not isinstance(guards, list):
+        return False
+    if symbol in replacements or any(symbol in e.free_symbols for e in replacements.values()):
+        return False
+    return not any(symbol in getattr(g.expr, "free_symbols", (symbol,)) for g in guards)
 
 
 def _float_symbol_test() -> Callable[[Any], bool]:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -266,12 +267,13 @@ class PiecewiseBackend:
                 return loaded
             report.cache_misses += 1
         report.compiler_calls += 1
+        if entry is None or cache is None or persistent is None:
+            compile_piece = partial(self.compiler, item.graph, inputs)
+        else:
+            shapes = "from_graph" if size is None else "from_example_inputs"
+            compile_piece = partial(persistent[0], item.graph, inputs, dynamic_shapes=shapes)
         try:
-            with _compat.tensorify_only(_float_symbols(item.graph)):
-                if entry is None or cache is None or persistent is None:
-                    return self.compiler(item.graph, inputs)
-                shapes = "from_graph" if size is None else "from_example_inputs"
-                artifact = persistent[0](item.graph, inputs, dynamic_shapes=shapes)
+            artifact = _compat.compile_without_needless_restarts(compile_piece, *_float_symbols(item.graph))
         except _compat.dynamo_restart_exceptions():
             raise
         except Exception as error:
@@ -280,7 +282,8 @@ class PiecewiseBackend:
                 f"{self.compiler_name} failed to compile {item.submod_name} "
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
-        self._save(cache, entry, item, artifact, size)
+        if entry is not None and cache is not None:
+            self._save(cache, entry, item, artifact, size)
         return artifact
 
     def _save(self, cache: PieceCache, entry: str, item: SplitItem, artifact: Any, size: int | None) -> None:
@@ -301,16 +304,31 @@ class PiecewiseBackend:
             )
 
 
-def _float_symbols(piece: GraphModule) -> set[str]:
-    """Names of the SymFloat symbols a piece's values use (its lifted Python floats)."""
-    names: set[str] = set()
+def _float_symbols(piece: GraphModule) -> tuple[set[str], set[str]]:
+    """Names of the SymFloat symbols a piece's values use (its lifted Python floats),
+    and of those among them that no size or integer in the piece depends on."""
+    floats: set[str] = set()
+    in_sizes: set[str] = set()
     for node in piece.graph.nodes:
         value = node.meta.get("example_value")
         memo = getattr(value, "item_memo", None)
         for scalar in (value, memo):
             if isinstance(scalar, torch.SymFloat):
-                names |= {str(s) for s in scalar.node.expr.free_symbols}
-    return names
+                floats |= {str(s) for s in scalar.node.expr.free_symbols}
+        for size in _sizes(value):
+            in_sizes |= {str(s) for s in size.node.expr.free_symbols}
+    return floats, floats - in_sizes
+
+
+def _sizes(value: Any) -> list[torch.SymInt | torch.SymBool]:
+    """The symbolic integers and booleans in an example value: its shape, stride and
+    storage offset if it is a tensor, else the value itself."""
+    if isinstance(value, (torch.SymInt, torch.SymBool)):
+        return [value]
+    if not isinstance(value, torch.Tensor):
+        return []
+    numbers = [*value.shape, *value.stride(), value.storage_offset()]
+    return [n for n in numbers if isinstance(n, torch.SymInt)]
 
 
 def _generated_source(compiled: Any) -> str | None:
