@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fxsplit.cache import ARTIFACT, PieceCache, UnsafeCacheDirError, default_cache_dir
+from fxsplit.cache import ARTIFACT, COMPILER_FILES, PieceCache, UnsafeCacheDirError, default_cache_dir
 
 WORKER = Path(__file__).with_name("cache_worker.py")
 
@@ -109,6 +109,16 @@ def test_least_recently_used_entries_are_evicted_past_the_limit(tmp_path):
     assert cache.info().bytes <= 10_000
 
 
+def test_the_compilers_files_count_towards_the_limit_as_one_entry(tmp_path):
+    cache = PieceCache(tmp_path / "c", max_bytes=10_000)
+    (cache.compiler_files() / "kernel.so").write_bytes(b"k" * 4000)
+    os.utime(tmp_path / "c" / COMPILER_FILES, (time.time() - 100, time.time() - 100))
+    cache.store("aa" * 32, write_bytes(b"x" * 3000), {})
+    assert cache.info().entries == 1 and cache.info().bytes > 7000  # the piece and the compiler's files
+    cache.store("bb" * 32, write_bytes(b"x" * 3000), {})  # over the limit: the least recently used goes
+    assert not (tmp_path / "c" / COMPILER_FILES).exists() and cache.info().entries == 2
+
+
 def test_clear_empties_it(tmp_path):
     cache = PieceCache(tmp_path / "c")
     cache.store("ab" * 32, write_bytes(b"a"), {})
@@ -125,9 +135,14 @@ def test_default_directory_follows_the_environment(monkeypatch, tmp_path):
     assert default_cache_dir() is None
 
 
-def run_worker(cache_dir: Path, *extra: str) -> dict:
+def run_worker(cache_dir: Path, *extra: str, env: dict[str, str] | None = None) -> dict:
     done = subprocess.run(
-        [sys.executable, str(WORKER), str(cache_dir), *extra], capture_output=True, text=True, check=False, timeout=600
+        [sys.executable, str(WORKER), str(cache_dir), *extra],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -169,3 +184,20 @@ def test_two_processes_filling_one_empty_cache(tmp_path):
     assert outputs[0] == outputs[1]
     assert PieceCache(cache_dir).info().entries == 2
     assert (run_worker(cache_dir)["hits"]) == 2
+
+
+def test_a_warm_start_needs_nothing_but_the_cache_directory(tmp_path):
+    # as in a fresh container: Inductor's own cache is empty at every start
+    def fresh_inductor_cache(name: str) -> dict[str, str]:
+        return {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / name)}
+
+    def kernel_libraries() -> set[Path]:
+        return set(tmp_path.rglob("*.so"))
+
+    cache_dir = tmp_path / "cache"
+    cold = run_worker(cache_dir, env=fresh_inductor_cache("inductor-cold"))
+    built = kernel_libraries()
+    assert built and all(cache_dir in path.parents for path in built)
+    warm = run_worker(cache_dir, env=fresh_inductor_cache("inductor-warm"))
+    assert (warm["hits"], warm["compiler_calls"], warm["output"]) == (2, 0, cold["output"])
+    assert kernel_libraries() == built  # every kernel found in the cache, none rebuilt

@@ -163,3 +163,15 @@ def test_float_symbol_test_with_and_without_torchs_helper(monkeypatch):
     hide(monkeypatch, "symbol_is_type")
     is_float = _compat._float_symbol_test()
     assert is_float(float_symbol) and not is_float(size_symbol)
+
+
+def test_inductor_cache_moves_into_the_block_and_back(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    outside = cache_dir()
+    with _compat.inductor_cache_at(str(tmp_path)):
+        assert cache_dir() == str(tmp_path)
+    assert cache_dir() == outside
+    hide(monkeypatch, "temporary_cache_dir")
+    with _compat.inductor_cache_at(str(tmp_path)):
+        assert cache_dir() == outside

@@ -207,6 +207,16 @@ def _float_symbol_test() -> Callable[[Any], bool]:
     return lambda symbol: str(symbol).startswith("zf")
 
 
+def inductor_cache_at(directory: str) -> contextlib.AbstractContextManager[Any]:
+    """Inductor's own cache (generated code, and on CPU the kernel libraries that gcc
+    builds) inside ``directory`` for the block, the way Inductor loads unpacked
+    artifacts. Without torch's helper, Inductor's cache stays where it is, and a warm
+    start on CPU rebuilds the kernels unless that cache survived too.
+    """
+    scoped = _private("torch._inductor.runtime.cache_dir_utils", "temporary_cache_dir")
+    return scoped(directory) if scoped is not None else contextlib.nullcontext()
+
+
 def persistent_compiler() -> tuple[Callable[..., Any], Callable[[str], Any]] | None:
     """Inductor's ``(standalone_compile, CompiledArtifact.load)`` where this torch has them.
 

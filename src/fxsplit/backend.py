@@ -113,7 +113,9 @@ class PiecewiseBackend:
         cache_dir: where to keep compiled pieces between processes (Inductor only):
             ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
             ``~/.cache/fxsplit`` by default; None (or ``FXSPLIT_DISABLE_CACHE=1``)
-            turns it off. Needs ``dedup``, whose keys name the entries.
+            turns it off. Needs ``dedup``, whose keys name the entries. Inductor's
+            own cache files for the pieces (on CPU, the kernel libraries) go to its
+            ``inductor/`` folder, so a warm start needs nothing else.
         cache_max_bytes: size past which least recently used entries are evicted.
         dump_dir: if given, each compilation writes there the original graph, the
             split graph, every piece's readable code and ``report.json`` (with the
@@ -255,25 +257,29 @@ class PiecewiseBackend:
         persistent cache when it has the piece, else with the compiler (then saved)."""
         cache, persistent = self.cache, self._persistent
         entry = None
-        if cache is not None and persistent is not None and key is not None:
+        if cache is not None and key is not None:
             entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
-        if entry is not None and cache is not None and persistent is not None:
-            load = persistent[1]
+        if cache is None or persistent is None or entry is None:
+            return self._call_compiler(item, partial(self.compiler, item.graph, inputs), report)
+        # the kernels a loaded artifact needs are built, or found, where the cache is
+        with _compat.inductor_cache_at(str(cache.compiler_files())):
             started = time.perf_counter()
-            loaded = cache.load(entry, lambda path: load(str(path)))
+            loaded = cache.load(entry, lambda path: persistent[1](str(path)))
             if loaded is not None:
                 report.cache_hits += 1
                 report.load_seconds += time.perf_counter() - started
                 return loaded
             report.cache_misses += 1
-        report.compiler_calls += 1
-        if entry is None or cache is None or persistent is None:
-            compile_piece = partial(self.compiler, item.graph, inputs)
-        else:
             shapes = "from_graph" if size is None else "from_example_inputs"
             compile_piece = partial(persistent[0], item.graph, inputs, dynamic_shapes=shapes)
+            artifact = self._call_compiler(item, compile_piece, report)
+        self._save(cache, entry, item, artifact, size)
+        return artifact
+
+    def _call_compiler(self, item: SplitItem, compile_piece: Callable[[], Any], report: CompileReport) -> Any:
+        report.compiler_calls += 1
         try:
-            artifact = _compat.compile_without_needless_restarts(compile_piece, *_float_symbols(item.graph))
+            return _compat.compile_without_needless_restarts(compile_piece, *_float_symbols(item.graph))
         except _compat.dynamo_restart_exceptions():
             raise
         except Exception as error:
@@ -282,9 +288,6 @@ class PiecewiseBackend:
                 f"{self.compiler_name} failed to compile {item.submod_name} "
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
-        if entry is not None and cache is not None:
-            self._save(cache, entry, item, artifact, size)
-        return artifact
 
     def _save(self, cache: PieceCache, entry: str, item: SplitItem, artifact: Any, size: int | None) -> None:
         """Keep a compiled piece for later processes; failing to is worth a warning, not a crash."""

@@ -12,6 +12,11 @@ was compiled (never from a path), so a cache directory can be moved or copied.
 * Loading an artifact runs code, so the cache refuses a directory that another user
   owns or that group or others can write.
 * Least recently used entries are evicted past ``max_bytes``.
+
+``<root>/inductor/`` holds Inductor's own cache files for the pieces (on CPU, the
+kernel libraries gcc built), so that a warm start needs nothing outside the root. The
+size limit counts it as one more entry: evicting it costs kernel rebuilds, never a
+wrong result.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BYTES = 10 * 2**30
 ARTIFACT = "artifact.bin"
 META = "meta.json"
+COMPILER_FILES = "inductor"
 _TMP = "tmp"
 
 
@@ -128,18 +134,31 @@ class PieceCache:
             shutil.rmtree(staging, ignore_errors=True)
         self.evict()
 
+    def compiler_files(self) -> Path:
+        """The directory for the compiler's own cache files, marked as just used."""
+        directory = self.root / COMPILER_FILES
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.utime(directory)
+        return directory
+
     def entries(self) -> list[tuple[Path, int, float]]:
         """(entry, bytes, last used) for every complete entry."""
         found = []
         for artifact in self.root.glob(f"??/*/{ARTIFACT}"):
             entry = artifact.parent
-            size = sum(f.stat().st_size for f in entry.iterdir())
-            found.append((entry, size, entry.stat().st_mtime))
+            found.append((entry, _tree_bytes(entry), entry.stat().st_mtime))
         return found
+
+    def _evictable(self) -> list[tuple[Path, int, float]]:
+        units = self.entries()
+        compiler_files = self.root / COMPILER_FILES
+        if compiler_files.is_dir():
+            units.append((compiler_files, _tree_bytes(compiler_files), compiler_files.stat().st_mtime))
+        return units
 
     def evict(self) -> None:
         """Remove least recently used entries until the cache fits ``max_bytes``."""
-        entries = sorted(self.entries(), key=lambda e: e[2])
+        entries = sorted(self._evictable(), key=lambda e: e[2])
         total = sum(size for _, size, _ in entries)
         for entry, size, _ in entries:
             if total <= self.max_bytes:
@@ -149,8 +168,8 @@ class PieceCache:
             log.info("fxsplit cache: evicted %s (%d bytes) to stay under %d bytes", entry.name, size, self.max_bytes)
 
     def info(self) -> CacheInfo:
-        entries = self.entries()
-        return CacheInfo(self.root, len(entries), sum(size for _, size, _ in entries))
+        """Compiled pieces, and the bytes of everything the cache holds."""
+        return CacheInfo(self.root, len(self.entries()), sum(size for _, size, _ in self._evictable()))
 
     def clear(self) -> int:
         """Remove every entry; returns how many there were."""
@@ -158,6 +177,10 @@ class PieceCache:
         for child in self.root.iterdir():
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
         return count
+
+
+def _tree_bytes(directory: Path) -> int:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
 
 
 def _sha256(path: Path) -> str:
