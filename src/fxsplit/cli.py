@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .report import format_checks, results_json
+from .report import Check, format_checks, results_json
 
 
 def _layer_list(text: str) -> list[int]:
@@ -37,13 +37,7 @@ def _bench(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"capturing and splitting the synthetic model at {layers} layers ...", file=sys.stderr, flush=True)
         results.append(bench.bench_depth(layers, args.reps))
-    checks = bench.target_checks(results)
-    if args.json:
-        print(results_json(results, checks))
-    else:
-        print(bench.format_table(results))
-        if checks:
-            print("\n" + format_checks(checks))
+    _print_results(results, bench.target_checks(results), bench.format_table(results), args.json)
     if args.plot:
         bench.plot(results, args.plot)
         if not args.json:
@@ -73,14 +67,18 @@ def _compile_bench(args: argparse.Namespace) -> int:
     if args.plot:
         raise SystemExit("fxsplit: --plot draws the split benchmark; it does not apply to --compile")
     results = compile_bench.run(args.layers or [2, 8, 28], progress=not args.json)
-    checks = compile_bench.target_checks(results)
-    if args.json:
-        print(results_json(results, checks))
-    else:
-        print(compile_bench.format_table(results))
-        if checks:
-            print("\n" + format_checks(checks))
+    _print_results(results, compile_bench.target_checks(results), compile_bench.format_table(results), args.json)
     return 0
+
+
+def _print_results(results: Sequence[Any], checks: list[Check], table: str, as_json: bool) -> None:
+    """A benchmark's results and its targets, as a table or as JSON."""
+    if as_json:
+        print(results_json(results, checks))
+        return
+    print(table)
+    if checks:
+        print("\n" + format_checks(checks))
 
 
 def _load_factory(spec: str) -> Any:
