@@ -21,6 +21,7 @@ wrong result.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -180,7 +181,14 @@ class PieceCache:
 
 
 def _tree_bytes(directory: Path) -> int:
-    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file())
+    """Bytes of the files under ``directory``; another process may be writing or
+    evicting there, so files and folders that vanish meanwhile count as empty."""
+    total = 0
+    for parent, _, files in os.walk(directory):  # skips folders that vanish
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(parent, name)).st_size
+    return total
 
 
 def _sha256(path: Path) -> str:
