@@ -325,9 +325,12 @@ def _float_symbols(piece: GraphModule) -> tuple[set[str], set[str]]:
 
 def _sizes(value: Any) -> list[torch.SymInt | torch.SymBool]:
     """The symbolic integers and booleans in an example value: its shape, stride and
-    storage offset if it is a tensor, else the value itself."""
+    storage offset if it is a tensor, those of its items if it is a tuple or list, else
+    the value itself."""
     if isinstance(value, (torch.SymInt, torch.SymBool)):
         return [value]
+    if isinstance(value, (tuple, list)):
+        return [size for item in value for size in _sizes(item)]
     if not isinstance(value, torch.Tensor):
         return []
     numbers = [*value.shape, *value.stride(), value.storage_offset()]
