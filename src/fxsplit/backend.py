@@ -29,7 +29,7 @@ from . import _compat
 from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
-from .inspection import write_dump
+from .inspection import readable_code, write_dump
 from .lazy import node_count
 from .ops import SplittingOp
 from .report import CompileReport, PieceRow, Progress
@@ -349,5 +349,5 @@ def _generated_source(compiled: Any) -> str | None:
 def _write_code(item: SplitItem) -> Path:
     directory = Path(tempfile.mkdtemp(prefix="fxsplit-failed-"))
     path = directory / f"{item.submod_name}.py"
-    path.write_text(item.graph.print_readable(print_output=False, include_stride=True, include_device=True))
+    path.write_text(readable_code(item.graph))
     return path

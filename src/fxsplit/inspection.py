@@ -88,15 +88,16 @@ def write_dump(
     ``report.json`` to ``directory``; returns it."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "original.py").write_text(_readable(original))
-    (out / "split.py").write_text(_readable(split))
+    (out / "original.py").write_text(readable_code(original))
+    (out / "split.py").write_text(readable_code(split))
     for item in items:
-        (out / f"{item.submod_name}.py").write_text(_readable(item.graph))
+        (out / f"{item.submod_name}.py").write_text(readable_code(item.graph))
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     return out
 
 
-def _readable(gm: GraphModule) -> str:
+def readable_code(gm: GraphModule) -> str:
+    """A graph module's code with shapes, strides and devices noted, for people."""
     return gm.print_readable(print_output=False, include_stride=True, include_device=True)
 
 
