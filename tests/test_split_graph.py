@@ -180,9 +180,9 @@ def test_consecutive_splitting_ops_share_one_piece():
 @pytest.mark.parametrize(
     "like, expected_kinds, alloc_piece",
     [
-        # allocation only needs the input: folds into the first compute piece, and the
-        # two splitting pieces it separated become one
-        ("input", [False, True, False], 0),
+        # allocation only needs the input: folds into the first compute piece; the two
+        # splitting pieces it separated stay apart, as they were not adjacent
+        ("input", [False, True, True, False], 0),
         # allocation needs the splitting result: it cannot move before it, so stays put
         ("splitting result", [False, True, False, True, False], 2),
     ],
@@ -283,3 +283,158 @@ def test_unknown_op_name_is_a_value_error_naming_it():
 def test_non_graph_module_is_a_type_error():
     with pytest.raises(TypeError, match="takes a torch.fx.GraphModule, got Linear"):
         fxsplit.split_graph(torch.nn.Linear(2, 2), [SPLIT_HERE])  # type: ignore[arg-type]
+
+
+# vLLM's split contract (tests/compile/test_graph_partition.py and test_codegen.py in
+# vllm-project/vllm, re-expressed against fxsplit.split_graph)
+
+
+def aten_graph(f, *inputs):
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    return make_fx(f)(*inputs)
+
+
+def test_splitting_ops_separated_by_a_folded_allocation_stay_apart():
+    def f(x):
+        y = torch.ops.aten.sin(x + 1)
+        out = torch.empty_like(x)
+        torch.ops.aten.cos.out(y, out=out)
+        return out + 1
+
+    gm = aten_graph(f, torch.randn(4))
+    split, items = fxsplit.split_graph(gm, ["aten::sin", "aten::cos"])
+    assert kinds(items) == [False, True, True, False]
+    ops = [[n.target for n in item.graph.graph.nodes if n.op == "call_function"] for item in items]
+    assert torch.ops.aten.empty_like.default in ops[0] and torch.ops.aten.add.Tensor in ops[0]
+    assert ops[1] == [torch.ops.aten.sin.default] and ops[2] == [torch.ops.aten.cos.out]
+    x = torch.randn(4)
+    torch.testing.assert_close(split(x), gm(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "trace, allocate",
+    [
+        pytest.param(capture, lambda x: torch.empty_strided((4,), (1,)), id="torch.empty_strided"),
+        pytest.param(aten_graph, lambda x: torch.empty_strided((4,), (1,)), id="aten.empty_strided"),
+        pytest.param(aten_graph, lambda x: torch.ops.aten.empty.memory_format([4]), id="aten.empty.memory_format"),
+        pytest.param(aten_graph, lambda x: x.new_empty_strided((4,), (1,)), id="aten.new_empty_strided"),
+        pytest.param(aten_graph, lambda x: torch.ops.aten.empty_permuted((4,), (0,)), id="aten.empty_permuted"),
+    ],
+)
+def test_every_empty_allocation_counts_as_allocation_only(trace, allocate):
+    def f(x):
+        y = torch.ops.fxsplit_test.split_here(x * 2)
+        out = allocate(x)
+        z = torch.ops.fxsplit_test.split_here(y)
+        return z + out.fill_(1.0)
+
+    gm = trace(f, torch.randn(4))
+    if trace is capture:
+        gm = gm[0]
+        assert any(n.target is torch.empty_strided for n in gm.graph.nodes)
+    _, items = fxsplit.split_graph(gm, [SPLIT_HERE])
+    assert kinds(items) == [False, True, True, False]  # the allocation folded into the first piece
+    allocations = [
+        [n for n in item.graph.graph.nodes if n.op == "call_function" and "empty" in str(n.target)] for item in items
+    ]
+    assert [len(a) for a in allocations] == [1, 0, 0, 0]
+
+
+def test_pieces_return_tuples_by_default_from_torch_2_12():
+    def f(x):
+        return torch.ops.fxsplit_test.split_here(x.relu()) + 1
+
+    gm, args = capture(f, torch.randn(3))
+    release = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    split, items = fxsplit.split_graph(gm, [SPLIT_HERE])
+    outputs = [next(iter(item.graph.graph.find_nodes(op="output"))).args[0] for item in items]
+    assert all(isinstance(o, tuple) for o in outputs) == (release >= (2, 12))
+    assert any(n.target is operator.getitem for n in split.graph.nodes) == (release >= (2, 12))
+    assert_same(split, gm, args)
+    _, items = fxsplit.split_graph(gm, [SPLIT_HERE], tuple_return=False)
+    assert not isinstance(next(iter(items[0].graph.graph.find_nodes(op="output"))).args[0], tuple)
+
+
+# Scalars never cross a piece boundary
+
+
+def placeholders(item: fxsplit.SplitItem) -> list:
+    return [n.meta.get("example_value") for n in item.graph.graph.find_nodes(op="placeholder")]
+
+
+def test_symint_arithmetic_is_recomputed_where_it_is_used():
+    def f(x, y):
+        n = x.shape[0] * x.shape[1]
+        a = torch.ops.fxsplit_test.split_here(x.reshape(n) * 2)
+        b = torch.ops.fxsplit_test.split_here(a + 1)
+        return b.reshape(n)[:3], y.reshape(n, -1).sum(0)
+
+    gm, args = capture(f, torch.randn(4, 5), torch.randn(20, 2))
+    split, items = fxsplit.split_graph(gm, [SPLIT_HERE])
+    assert kinds(items) == [False, True, False, True, False]
+    for item in items:
+        exprs = {str(v.node.expr) for v in placeholders(item) if isinstance(v, torch.SymInt)}
+        assert all("*" not in e for e in exprs), (item.submod_name, exprs)  # only bare sizes cross
+    products = [item for item in items if any(n.target is operator.mul for n in item.graph.graph.nodes)]
+    assert [item.graph_id for item in products] == [0, 4]  # each user computes the product itself
+    assert_same(split, gm, args)
+
+
+class ScaledAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling = 0.25  # Dynamo lifts it to an input; SDPA's scale= bakes it in
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        q = self.proj(x).view(1, 1, *x.shape)
+        a = F.scaled_dot_product_attention(q, q, q, scale=self.scaling)
+        return self.proj(a.view(x.shape)) * 2
+
+
+def test_a_specialised_float_is_a_constant_where_it_is_used():
+    model = torch.nn.Sequential(ScaledAttention(), ScaledAttention())
+    with torch.no_grad():
+        gm, args = capture(model, torch.randn(6, 8))
+        items = fxsplit.split_graph(gm, [F.scaled_dot_product_attention])[1]
+        for item in items:
+            assert not any(isinstance(v, (torch.SymFloat, float)) for v in placeholders(item))
+            assert not any(n.target == "item" for n in item.graph.graph.nodes)
+        nodes = [n for item in items for n in item.graph.graph.nodes]
+        scales = [n.kwargs.get("scale") for n in nodes if "attention" in str(n.target)]
+        assert scales == [0.25, 0.25]
+        assert_same(fxsplit.split_graph(gm, [F.scaled_dot_product_attention])[0], gm, args)
+
+
+def test_a_symbolic_float_is_read_by_each_piece_that_uses_it():
+    class Shared(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.alpha = 0.5  # tensor compute only: it stays a graph input
+
+        def forward(self, x):
+            q = (x * self.alpha).view(1, 1, *x.shape)
+            y = F.scaled_dot_product_attention(q, q, q).view(x.shape)
+            return y * self.alpha
+
+    gm, args = capture(Shared(), torch.randn(4, 8))
+    split, items = fxsplit.split_graph(gm, [F.scaled_dot_product_attention])
+    for item in items:
+        assert not any(isinstance(v, torch.SymFloat) for v in placeholders(item))
+    reads = [item.graph_id for item in items for n in item.graph.graph.nodes if n.target == "item"]
+    assert reads == [0, 2]
+    assert_same(split, gm, args)
+
+
+def test_a_scalar_the_graph_returns_is_computed_by_the_stitching_graph():
+    def f(x):
+        y = torch.ops.fxsplit_test.split_here(x + 1)
+        return y, x.shape[0] * 3
+
+    gm, args = capture(f, torch.randn(5, 2))
+    returned = next(iter(gm.graph.find_nodes(op="output"))).args[0][1]
+    assert isinstance(returned.meta["example_value"], torch.SymInt)
+    split, _ = fxsplit.split_graph(gm, [SPLIT_HERE])
+    assert any(n.target is operator.mul for n in split.graph.nodes)
+    assert_same(split, gm, args)

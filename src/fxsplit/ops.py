@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 SplittingOp = str | OpOverload | OpOverloadPacket | Callable[..., Any]
 
 
-def _packet_name(packet: OpOverloadPacket) -> str:
+def packet_name(packet: OpOverloadPacket) -> str:
     namespace, _, name = str(packet).partition(".")
     return f"{namespace}::{name}"
 
@@ -94,10 +94,10 @@ class OpMatcher:
             if isinstance(target, OpOverload):
                 if (
                     _overload_name(target) in self.overload_names
-                    or _packet_name(target.overloadpacket) in self.packet_names
+                    or packet_name(target.overloadpacket) in self.packet_names
                 ):
                     return True
-            elif isinstance(target, OpOverloadPacket) and _packet_name(target) in self.packet_names:
+            elif isinstance(target, OpOverloadPacket) and packet_name(target) in self.packet_names:
                 return True
         for predicate in self.predicates:
             verdict = predicate(node)
@@ -139,8 +139,8 @@ def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
             m.described.append(_overload_name(spec))
         elif isinstance(spec, OpOverloadPacket):
             m.targets.add(spec)
-            m.packet_names.add(_packet_name(spec))
-            m.described.append(_packet_name(spec))
+            m.packet_names.add(packet_name(spec))
+            m.described.append(packet_name(spec))
         elif callable(spec) and _is_torch_callable(spec):
             m.targets.update(_aliases(spec))
             m.described.append(f"{getattr(spec, '__module__', '?')}.{getattr(spec, '__name__', spec)}")

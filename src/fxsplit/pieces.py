@@ -251,5 +251,16 @@ def _stitching_graph(plan: SplitPlan, builders: list[_PieceBuilder], options: Na
             construct(attribute_records[node])
         return env[node]
 
+    for record in plan.output_records:
+        node = graph.create_node(
+            record.op,
+            record.target,
+            map_arg(record.args, output_value),
+            map_arg(record.kwargs, output_value),
+            name=record.node.name,
+            type_expr=record.type,
+        )
+        node.meta = record.meta.copy()
+        env[record.node] = node
     graph.output(map_arg(plan.output_args, output_value))
     return graph

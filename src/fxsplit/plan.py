@@ -17,8 +17,10 @@ from typing import Any, NamedTuple
 
 import sympy
 import torch
+from sympy.logic.boolalg import BooleanAtom
 from torch.fx import Graph, Node
 from torch.fx.experimental.symbolic_shapes import free_symbols
+from torch.fx.node import map_arg
 
 from . import _compat
 
@@ -76,6 +78,8 @@ class PiecePlan:
     prelude: list[Node] = field(default_factory=list)
     epilogue: list[tuple[Node, Node]] = field(default_factory=list)  # (exit, its enter)
     is_splitting: bool = False
+    # scalar nodes this piece computes for itself (see ``plan_split``'s ``recompute``)
+    recomputed: set[Node] = field(default_factory=set)
 
 
 @dataclass(eq=False)
@@ -86,6 +90,8 @@ class SplitPlan:
     output_args: Any  # the source output's args[0], in source nodes
     output_uses: list[Node]  # the source nodes the output returns
     size_dims: dict[Node, tuple[SizeDim | int, ...]]
+    # scalars the output returns that no piece hands over: the stitching graph computes them
+    output_records: list[NodeRecord] = field(default_factory=list)
 
     @property
     def placeholders(self) -> list[NodeRecord]:
@@ -119,6 +125,24 @@ def _free_symbols(value: Any) -> set[sympy.Symbol]:
     return found
 
 
+_NOT_CONSTANT = object()
+
+
+def constant_scalar(value: Any) -> Any:
+    """The Python value of a scalar whose expression is a constant (a SymFloat that an
+    op specialised, a plain number), else ``_NOT_CONSTANT``."""
+    if isinstance(value, (bool, int, float)):
+        return value
+    if not isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return _NOT_CONSTANT
+    expr = value.node.expr
+    if isinstance(value, torch.SymBool):
+        return bool(expr) if isinstance(expr, BooleanAtom) else _NOT_CONSTANT
+    if not isinstance(expr, sympy.Number):
+        return _NOT_CONSTANT
+    return int(expr) if isinstance(value, torch.SymInt) else float(expr)
+
+
 def _full_size_dims(node: Node) -> tuple[SizeDim | int, ...] | None:
     """Per-dim values of ``node`` if it is a full ``x.size()`` with a known shape."""
     if node.op != "call_method" or node.target != "size" or len(node.args) != 1 or node.kwargs:
@@ -144,12 +168,20 @@ def plan_split(
     topological: bool = False,
     decompose_sizes: bool = False,
     splitting: Callable[[Hashable], bool] | None = None,
+    recompute: Callable[[Node], bool] | None = None,
 ) -> SplitPlan:
     """Plan a split of ``source``; ``assign(node)`` gives each computing node its partition.
 
-    ``assign`` is called exactly once per node other than placeholders, ``get_attr`` and
-    the output. Pieces are called in order of first appearance, or in topological order
-    (torch's ``split_module`` order) with ``topological=True``.
+    ``assign`` is called exactly once per node other than placeholders, ``get_attr``,
+    the output and the nodes ``recompute`` selects. Pieces are called in order of first
+    appearance, or in topological order (torch's ``split_module`` order) with
+    ``topological=True``.
+
+    ``recompute(node)`` selects scalar nodes that no piece hands to another: each piece
+    that uses one computes it itself from its inputs (as a ``sym_size`` is), and one
+    whose value is a constant (a float an op specialised) becomes that constant in the
+    node that uses it. Scalars then never cross a piece boundary, so each piece compiles
+    on its own as it would inside the whole graph.
     """
     pieces: dict[str, PiecePlan] = {}
     piece_by_key: dict[Hashable, PiecePlan] = {}
@@ -167,6 +199,10 @@ def plan_split(
     keys_in_order: list[Hashable] = []
     active_grad: Node | None = None
     active_autocasts: dict[Node, None] = {}
+    recomputable: dict[Node, NodeRecord] = {}
+    constants: dict[Node, Any] = {}
+    output_records: list[NodeRecord] = []
+    output_recomputed: set[Node] = set()
 
     def symbols(value: Value) -> list[sympy.Symbol]:
         found = symbols_of.get(value)
@@ -194,6 +230,9 @@ def plan_split(
             binder = symbol_binder.get(symbol)
             if binder is None:
                 continue
+            if binder in recomputable:
+                use(binder, user)
+                continue
             binder_piece = piece_of.get(binder)
             if binder_piece is user:
                 continue
@@ -203,7 +242,31 @@ def plan_split(
                 binder_piece.dependents[user.name] = None
                 user.dependencies[binder_piece.name] = None
 
+    def with_constants(record: NodeRecord) -> NodeRecord:
+        if not any(arg in constants for arg in record.node.all_input_nodes):
+            return record
+
+        def substitute(arg: Node) -> Any:
+            return constants.get(arg, arg)
+
+        return record._replace(args=map_arg(record.args, substitute), kwargs=map_arg(record.kwargs, substitute))
+
+    def recompute_in(node: Node, user: PiecePlan | None) -> None:
+        """``user`` (None: the stitching graph) computes the scalar ``node`` itself."""
+        done = user.recomputed if user is not None else output_recomputed
+        if node in done:
+            return
+        done.add(node)
+        for arg in node.all_input_nodes:
+            use(arg, user)
+        record = with_constants(recomputable[node])
+        (user.records if user is not None else output_records).append(record)
+
     def use(value: Node, user: PiecePlan | None) -> None:
+        if value in recomputable:
+            if value not in constants:
+                recompute_in(value, user)
+            return
         producer = piece_of.get(value)
         if producer is user:
             return
@@ -239,6 +302,12 @@ def plan_split(
         if op == "placeholder" or op == "get_attr":
             leaves.append(record)
             continue
+        if recompute is not None and recompute(node):
+            recomputable[node] = record
+            constant = constant_scalar(example_value(node))
+            if constant is not _NOT_CONSTANT:
+                constants[node] = constant
+            continue
 
         key = assign(node)
         keys_in_order.append(key)
@@ -251,7 +320,6 @@ def plan_split(
                 piece.is_splitting = splitting(key) if splitting is not None else False
             piece_by_key[key] = piece
         piece_of[node] = piece
-        piece.records.append(record)
         name = piece.name
 
         target = node.target
@@ -277,6 +345,7 @@ def plan_split(
             for arg in node.all_input_nodes:
                 if piece_of.get(arg) is not piece:
                     use(arg, piece)
+        piece.records.append(with_constants(record) if constants else record)
         if active_grad is not None:
             grad_regions[active_grad].append(name)
         for enter in active_autocasts:
@@ -295,13 +364,17 @@ def plan_split(
     _add_region_bounds(pieces, grad_regions, autocast_regions, autocast_exits)
 
     order = _topological_order(pieces) if topological else _checked_original_order(pieces)
+    output_args = output_node.args[0]
+    if constants:
+        output_args = map_arg(output_args, lambda arg: constants.get(arg, arg))
     return SplitPlan(
         pieces=[pieces[n] for n in order],
         leaves=leaves,
         snapshot=snapshot,
-        output_args=output_node.args[0],
-        output_uses=output_node.all_input_nodes,
+        output_args=output_args,
+        output_uses=[n for n in output_node.all_input_nodes if n not in constants],
         size_dims=size_dims,
+        output_records=output_records,
     )
 
 

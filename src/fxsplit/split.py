@@ -11,23 +11,30 @@ Both return lazy modules (see :mod:`fxsplit.lazy`) and never touch the input gra
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.fx import Graph, GraphModule, Node
+from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
-from ._compat import OpOverload
-from .ops import SplittingOp, matcher
+from ._compat import OpOverload, OpOverloadPacket
+from .ops import SplittingOp, matcher, packet_name
 from .pieces import NamingOptions, build_split_module
-from .plan import is_getitem_of_producer, plan_split
+from .plan import example_value, is_getitem_of_producer, plan_split
 
 log = logging.getLogger(__name__)
 
-_EMPTY_PACKETS = (torch.ops.aten.empty, torch.ops.aten.empty_like, torch.ops.aten.new_empty)
-_EMPTY_FUNCTIONS = (torch.empty, torch.empty_like)
+_EMPTY_FUNCTIONS = (torch.empty, torch.empty_like, torch.empty_strided)
 _EMPTY_METHODS = ("new_empty",)
+_EMPTY_PREFIXES = ("aten::empty", "aten::new_empty")
+
+_SCALARS = (torch.SymInt, torch.SymFloat, torch.SymBool, bool, int, float)
+
+# The first torch whose split_module takes tuple_return; vLLM passes it from there on,
+# so that is split_graph's default too.
+_TUPLE_RETURN_SINCE = (2, 12)
 
 
 @dataclass
@@ -50,28 +57,53 @@ def _require_graph_module(gm: Any, caller: str) -> None:
 
 
 def _is_empty_alloc(node: Node) -> bool:
+    """Whether ``node`` only allocates (any ``empty*`` or ``new_empty*``), as vLLM counts it."""
     target = node.target
     if node.op == "call_method":
         return target in _EMPTY_METHODS
     if node.op != "call_function":
         return False
+    if target in _EMPTY_FUNCTIONS:
+        return True
     if isinstance(target, OpOverload):
         target = target.overloadpacket
-    return target in _EMPTY_PACKETS or target in _EMPTY_FUNCTIONS
+    return isinstance(target, OpOverloadPacket) and packet_name(target).startswith(_EMPTY_PREFIXES)
 
 
-def _assign_pieces(graph: Graph, is_splitting_op: Callable[[Node], bool]) -> tuple[dict[Node, int], set[int]]:
+def _torch_release() -> tuple[int, ...]:
+    return tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2])
+
+
+def _is_recomputable_scalar(node: Node) -> bool:
+    """A scalar that each piece using it can compute for itself: a SymInt, SymFloat or
+    SymBool (or a plain number) made by a call from sizes, other such scalars or a
+    lifted float's ``.item()``. Data-dependent (unbacked) values stay where they are made."""
+    if node.op not in ("call_function", "call_method"):
+        return False
+    value = example_value(node)
+    return isinstance(value, _SCALARS) and not free_unbacked_symbols(value)
+
+
+def _assign_pieces(
+    graph: Graph, is_splitting_op: Callable[[Node], bool], recomputed: Container[Node] = ()
+) -> tuple[dict[Node, int], set[int]]:
     """Node -> piece id, and the ids of splitting pieces.
 
-    Splitting ops start a piece of their own (consecutive ones share it); a getitem
-    stays with the value it unpacks; a compute piece that only allocates (empty*) folds
-    into the previous compute piece when its inputs are available there.
+    Splitting ops start a piece of their own (ops adjacent in the graph share it); a
+    getitem stays with the value it unpacks; a compute piece that only allocates
+    (empty*) folds into the previous compute piece when its inputs are available there.
+    Nodes in ``recomputed`` get no piece: the pieces using them compute them.
     """
     pieces: list[list[Node]] = []
     splitting: list[bool] = []
     index: dict[Node, int] = {}
+    # for recomputed scalars: the last piece that makes one of the values they need
+    ready: dict[Node, int] = {}
     for node in graph.nodes:
         if node.op in ("placeholder", "get_attr", "output"):
+            continue
+        if node in recomputed:
+            ready[node] = max((index.get(a, ready.get(a, -1)) for a in node.all_input_nodes), default=-1)
             continue
         if is_getitem_of_producer(node):
             producer = node.args[0]
@@ -79,7 +111,7 @@ def _assign_pieces(graph: Graph, is_splitting_op: Callable[[Node], bool]) -> tup
             i = index[producer]
         else:
             kind = is_splitting_op(node)
-            if not pieces or splitting[-1] != kind:
+            if not pieces or splitting[-1] != kind or (kind and not _adjacent(pieces[-1][-1], node, recomputed)):
                 pieces.append([])
                 splitting.append(kind)
             i = len(pieces) - 1
@@ -90,31 +122,30 @@ def _assign_pieces(graph: Graph, is_splitting_op: Callable[[Node], bool]) -> tup
         if splitting[i] or not all(_is_empty_alloc(n) for n in nodes):
             continue
         target = next((j for j in range(i - 1, -1, -1) if not splitting[j] and pieces[j]), None)
-        if target is None or any(index.get(a, -1) > target for n in nodes for a in n.all_input_nodes):
+        if target is None or any(index.get(a, ready.get(a, -1)) > target for n in nodes for a in n.all_input_nodes):
             continue
         pieces[target].extend(nodes)
         for n in nodes:
             index[n] = target
         nodes.clear()
 
-    piece_id: dict[int, int] = {}
-    splitting_ids: set[int] = set()
-    next_id = -1
-    previous_splitting = False
-    for i, nodes in enumerate(pieces):
-        if not nodes:
-            continue
-        if not (splitting[i] and previous_splitting):
-            next_id += 1
-        piece_id[i] = next_id
-        previous_splitting = splitting[i]
-        if splitting[i]:
-            splitting_ids.add(next_id)
+    piece_id = {i: new_id for new_id, i in enumerate(i for i, nodes in enumerate(pieces) if nodes)}
+    splitting_ids = {piece_id[i] for i in piece_id if splitting[i]}
     return {node: piece_id[i] for node, i in index.items()}, splitting_ids
 
 
+def _adjacent(earlier: Node, later: Node, recomputed: Container[Node]) -> bool:
+    """Whether only recomputed scalars lie between two nodes of the graph."""
+    node = earlier.next
+    while node is not later:
+        if node not in recomputed:
+            return False
+        node = node.next
+    return True
+
+
 def split_graph(
-    gm: GraphModule, splitting_ops: Iterable[SplittingOp], *, tuple_return: bool = False
+    gm: GraphModule, splitting_ops: Iterable[SplittingOp], *, tuple_return: bool | None = None
 ) -> tuple[GraphModule, list[SplitItem]]:
     """Cut ``gm`` at ``splitting_ops`` into compute pieces and splitting pieces.
 
@@ -127,7 +158,13 @@ def split_graph(
     ``splitting_ops`` mixes op names (``"ns::op"``, ``"ns::op.overload"``), op objects,
     torch functions and predicates on nodes (see :func:`fxsplit.ops.matcher`);
     an empty list means no split. With ``tuple_return``, every piece returns a tuple,
-    even of one value, as ``aot_autograd``-based compilers require.
+    even of one value, as ``aot_autograd``-based compilers require; by default it is on
+    from torch 2.12, as in vLLM.
+
+    No scalar crosses a piece boundary: a SymInt, SymFloat or SymBool computed from
+    sizes or lifted floats (``s0 * s1``, a float's ``.item()``) is recomputed by each
+    piece that uses it, and one whose value is already a constant (a float that an op
+    specialised) is used as that constant. Each piece then compiles on its own.
 
     Example::
 
@@ -135,8 +172,11 @@ def split_graph(
         compute = [item.graph for item in items if not item.is_splitting_graph]
     """
     _require_graph_module(gm, "split_graph")
+    if tuple_return is None:
+        tuple_return = _torch_release() >= _TUPLE_RETURN_SINCE
     is_splitting_op = matcher(splitting_ops)
-    assignment, splitting_ids = _assign_pieces(gm.graph, is_splitting_op)
+    recomputed = {n for n in gm.graph.nodes if _is_recomputable_scalar(n) and not is_splitting_op(n)}
+    assignment, splitting_ids = _assign_pieces(gm.graph, is_splitting_op, recomputed)
     if not splitting_ids and not is_splitting_op.empty:
         log.warning(
             "none of the splitting ops (%s) occurs in the graph; it stays one compute piece",
@@ -147,6 +187,7 @@ def split_graph(
         assignment.__getitem__,
         decompose_sizes=True,
         splitting=splitting_ids.__contains__,
+        recompute=recomputed.__contains__,
     )
     options = NamingOptions(keep_original_order=True, keep_original_node_name=True, tuple_return=tuple_return)
     split = build_split_module(plan, gm, options)
