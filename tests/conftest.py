@@ -12,7 +12,7 @@ import torch
 from torch.fx import GraphModule
 
 import fxsplit
-from fxsplit import models
+from fxsplit.tools import models
 
 
 @torch.library.custom_op("fxsplit_test::split_here", mutates_args=())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fxsplit.cache import ARTIFACT, COMPILER_FILES, PieceCache, UnsafeCacheDirError, default_cache_dir
+from fxsplit.compile.cache import ARTIFACT, COMPILER_FILES, PieceCache, UnsafeCacheDirError, default_cache_dir
 
 WORKER = Path(__file__).with_name("cache_worker.py")
 

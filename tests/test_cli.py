@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fxsplit import cli
+from fxsplit.tools import cli
 
 
 def test_bench_json_reports_every_variant_and_the_same_piece_count(capsys):
@@ -35,13 +35,13 @@ def test_bad_layer_lists_are_rejected(layers, capsys):
 
 
 def result(mode: str, layers: int, seconds: float, forward_ms: float = 10.0):
-    from fxsplit.compile_bench import CompileResult
+    from fxsplit.tools.compile_bench import CompileResult
 
     return CompileResult(mode, layers, seconds, forward_ms, forward_ms, 3 if mode != "inductor" else None)
 
 
 def test_compile_targets_are_judged_from_the_results():
-    from fxsplit.compile_bench import target_checks
+    from fxsplit.tools.compile_bench import target_checks
 
     checks = dict(
         (text.split(" (")[0], met)
@@ -62,7 +62,7 @@ def test_compile_targets_are_judged_from_the_results():
 
 
 def test_warm_table_judges_each_warm_run():
-    from fxsplit.compile_bench import format_warm
+    from fxsplit.tools.compile_bench import format_warm
 
     text = format_warm(28, {"cold": result("fxsplit", 28, 20.0), "warm": result("fxsplit", 28, 3.0)})
     assert "[met] warm: warm <= 0.2x cold (0.15x)" in text

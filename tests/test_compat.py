@@ -12,8 +12,9 @@ from torch.fx import Graph, GraphModule
 from torch.fx.passes.split_module import split_module as torch_split_module
 
 import fxsplit
-from fxsplit import _compat, models
-from fxsplit.lazy import is_materialized
+from fxsplit import _compat
+from fxsplit.split.lazy import is_materialized
+from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
 
@@ -139,7 +140,7 @@ def test_global_state_ops_present_and_absent(monkeypatch):
 
 
 def test_builtin_homes_present_and_absent(monkeypatch):
-    from fxsplit.ops import matcher
+    from fxsplit.split.ops import matcher
 
     assert _compat.builtin_homes() == (torch._C._nn, torch)
     hide(monkeypatch, "_nn")

@@ -9,8 +9,8 @@ import torch
 from conftest import hf_llama, logits_of
 
 import fxsplit
-from fxsplit import cli, models
-from fxsplit.cache import PieceCache
+from fxsplit.compile.cache import PieceCache
+from fxsplit.tools import cli, models
 
 
 def tiny_llama():

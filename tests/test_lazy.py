@@ -14,8 +14,8 @@ from conftest import SPLIT_HERE, assert_same, captured
 from torch.fx import Graph, GraphModule
 
 import fxsplit
-from fxsplit import models
-from fxsplit.lazy import is_materialized
+from fxsplit.split.lazy import is_materialized
+from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
 

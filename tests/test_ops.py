@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.fx import Graph, Node
 
-from fxsplit.ops import matcher
+from fxsplit.split.ops import matcher
 
 aten = torch.ops.aten
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import SPLIT_HERE, assert_same, capture, captured, graph_state
 
 import fxsplit
-from fxsplit import models
+from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
 

@@ -12,8 +12,8 @@ from torch.fx import GraphModule, Node
 from torch.fx.passes.split_module import split_module as torch_split_module
 
 import fxsplit
-from fxsplit.ops import matcher
-from fxsplit.split import _assign_pieces
+from fxsplit.split.ops import matcher
+from fxsplit.split.splitters import _assign_pieces
 
 
 class WithAttributes(torch.nn.Module):

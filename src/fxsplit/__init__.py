@@ -6,15 +6,15 @@ from typing import Any as _Any
 from torch.fx import GraphModule as _GraphModule
 
 from . import _compat
-from .backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
-from .cache import UnsafeCacheDirError
-from .capture import capture_graph
-from .compilers import COMPILER_NAMES
-from .lazy import LazyGraphModule
-from .ops import SplittingOp, matcher
-from .plan import PartitionCycleError
-from .report import CompileReport, PieceRow
-from .split import SplitItem, split_graph, split_module
+from .compile.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
+from .compile.cache import UnsafeCacheDirError
+from .compile.compilers import COMPILER_NAMES
+from .compile.report import CompileReport, PieceRow
+from .split.lazy import LazyGraphModule
+from .split.ops import SplittingOp, matcher
+from .split.plan import PartitionCycleError
+from .split.splitters import SplitItem, split_graph, split_module
+from .tools.capture import capture_graph
 
 __all__ = [
     "COMPILER_NAMES",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .report import Check, format_checks, results_json
+from .targets import Check, format_checks, results_json
 
 
 def _layer_list(text: str) -> list[int]:
@@ -94,10 +94,11 @@ def _load_factory(spec: str) -> Any:
 def _inspect(args: argparse.Namespace) -> int:
     import torch
 
+    from ..compile.backend import DEFAULT_SPLITTING_OPS
+    from ..compile.dump import write_dump
+    from ..split.splitters import split_graph
     from . import inspection, models
-    from .backend import DEFAULT_SPLITTING_OPS
     from .capture import capture_graph
-    from .split import split_graph
 
     if args.model:
         built = _load_factory(args.model)()
@@ -119,7 +120,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print("\nsplit graph:")
         print(split.code)
     if args.dump:
-        where = inspection.write_dump(args.dump, gm, split, items, {"pieces": inspection.rows_as_dicts(rows)})
+        where = write_dump(args.dump, gm, split, items, {"pieces": inspection.rows_as_dicts(rows)})
         print(f"wrote {len(items) + 2} code files and report.json to {where}", file=sys.stderr)
     return 0
 
@@ -127,7 +128,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .cache import PieceCache, default_cache_dir
+    from ..compile.cache import PieceCache, default_cache_dir
 
     root = Path(args.dir) if args.dir else default_cache_dir()
     if root is None:

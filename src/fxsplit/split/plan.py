@@ -5,7 +5,7 @@ This is the analysis half of a split. It reads the source graph once, snapshots 
 node it will copy (so that pieces built later, on demand, are exactly what the graph
 was at split time), and works out for each piece its inputs and outputs, including the
 SymInt bindings that its inputs' shapes use and the grad-mode/autocast state it must
-re-enter. Building graphs and modules from the plan is :mod:`fxsplit.pieces`' job.
+re-enter. Building graphs and modules from the plan is :mod:`fxsplit.split.pieces`' job.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch.fx import Graph, Node
 from torch.fx.experimental.symbolic_shapes import free_symbols
 from torch.fx.node import map_arg
 
-from . import _compat
+from .. import _compat
 
 # Nodes whose effect is global state: when a piece boundary cuts through their region,
 # later pieces re-enter it (and earlier ones leave it), as torch's split_module does.

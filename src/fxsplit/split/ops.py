@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.fx import Node
 
-from . import _compat
-from ._compat import OpOverload, OpOverloadPacket
+from .. import _compat
+from .._compat import OpOverload, OpOverloadPacket
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.fx import Graph, GraphModule
 
-from . import _compat
+from .. import _compat
 
 # One lock for all materialisation: it is taken only on first use of a piece, and a
 # reentrant lock lets building a graph nest inside generating its code.
@@ -213,7 +213,7 @@ def is_materialized(module: torch.nn.Module) -> bool:
 
 
 def structure_key(module: torch.nn.Module) -> Hashable | None:
-    """The structure key of a piece as its split made it (see :mod:`fxsplit.structure`).
+    """The structure key of a piece as its split made it (see :mod:`fxsplit.split.structure`).
 
     None for modules fxsplit did not build, and for pieces whose graph has been built,
     since it may have been edited since.

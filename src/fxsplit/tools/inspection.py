@@ -1,22 +1,14 @@
-"""What a split made: a table of pieces, and a dump of readable code to a directory.
-
-The dump is the one place fxsplit forces code generation for every piece, because a
-person asked to read it.
-"""
+"""What a split made, for ``fxsplit inspect``: a table of pieces and their twins."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from torch.fx import GraphModule
-
-from .dedup import digest, piece_key, piece_structure
-from .lazy import node_count
-from .split import SplitItem
+from ..compile.dedup import digest, piece_key, piece_structure
+from ..split.lazy import node_count
+from ..split.splitters import SplitItem
 
 
 @dataclass
@@ -75,30 +67,6 @@ def format_table(rows: Sequence[PieceInfo]) -> str:
         f"{len(rows)} pieces: {len(compute)} compute ({distinct} distinct), {len(rows) - len(compute)} splitting"
     )
     return "\n".join(lines)
-
-
-def write_dump(
-    directory: str | Path,
-    original: GraphModule,
-    split: GraphModule,
-    items: Sequence[SplitItem],
-    report: dict[str, Any],
-) -> Path:
-    """Write the original graph, the split graph, each piece's readable code and
-    ``report.json`` to ``directory``; returns it."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "original.py").write_text(readable_code(original))
-    (out / "split.py").write_text(readable_code(split))
-    for item in items:
-        (out / f"{item.submod_name}.py").write_text(readable_code(item.graph))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
-    return out
-
-
-def readable_code(gm: GraphModule) -> str:
-    """A graph module's code with shapes, strides and devices noted, for people."""
-    return gm.print_readable(print_output=False, include_stride=True, include_device=True)
 
 
 def rows_as_dicts(rows: Sequence[PieceInfo]) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.fx import GraphModule
 
-from . import _compat
+from .. import _compat
 
 Compiler = Callable[[GraphModule, list[Any]], Callable[..., Any]]
 

@@ -5,7 +5,7 @@
 * :func:`split_module` is a drop-in replacement for
   ``torch.fx.passes.split_module.split_module``: same arguments, same result, faster.
 
-Both return lazy modules (see :mod:`fxsplit.lazy`) and never touch the input graph.
+Both return lazy modules (see :mod:`fxsplit.split.lazy`) and never touch the input graph.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 
-from ._compat import OpOverload, OpOverloadPacket
+from .._compat import OpOverload, OpOverloadPacket
 from .ops import SplittingOp, matcher, packet_name
 from .pieces import NamingOptions, build_split_module
 from .plan import example_value, is_getitem_of_producer, plan_split
@@ -156,7 +156,7 @@ def split_graph(
     inputs' shapes use. No Python code is generated until a piece is used as Python.
 
     ``splitting_ops`` mixes op names (``"ns::op"``, ``"ns::op.overload"``), op objects,
-    torch functions and predicates on nodes (see :func:`fxsplit.ops.matcher`);
+    torch functions and predicates on nodes (see :func:`fxsplit.matcher`);
     an empty list means no split. With ``tuple_return``, every piece returns a tuple,
     even of one value, as ``aot_autograd``-based compilers require; by default it is on
     from torch 2.12, as in vLLM.

@@ -25,15 +25,16 @@ import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule
 
-from . import _compat
+from .. import _compat
+from ..runtime.runner import PieceRunner
+from ..split.lazy import node_count
+from ..split.ops import SplittingOp
+from ..split.splitters import SplitItem, split_graph
 from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
-from .inspection import readable_code, write_dump
-from .lazy import node_count
-from .ops import SplittingOp
+from .dump import readable_code, write_dump
 from .report import CompileReport, PieceRow, Progress
-from .split import SplitItem, split_graph
 
 log = logging.getLogger(__name__)
 
@@ -56,44 +57,11 @@ graphs do (every aten overload this torch has)."""
 
 
 DEFAULT_CACHE_DIR = "default"
-"""``cache_dir`` value meaning :func:`fxsplit.cache.default_cache_dir`."""
+"""``cache_dir`` value meaning :func:`fxsplit.compile.cache.default_cache_dir`."""
 
 
 class PieceCompileError(RuntimeError):
     """A compute piece failed to compile; the message says which and where its code is."""
-
-
-class PieceRunner:
-    """Runs one compiled compute piece (shared by its twins), dispatching on size."""
-
-    def __init__(
-        self,
-        name: str,
-        general: Callable[..., Any],
-        size_index: int | None,
-        compile_sizes: frozenset[int],
-        specialise: Callable[[Sequence[Any]], Callable[..., Any]],
-    ) -> None:
-        self.name = name
-        self.general = general
-        self.size_index = size_index
-        self.compile_sizes = compile_sizes if size_index is not None else frozenset()
-        self.specialised: dict[int, Callable[..., Any]] = {}
-        self._specialise = specialise
-        self.general_calls = 0
-        self.specialised_calls = 0
-
-    def __call__(self, *args: Any) -> Any:
-        if self.compile_sizes:
-            size = args[self.size_index]  # type: ignore[index]
-            if size in self.compile_sizes:
-                runnable = self.specialised.get(size)
-                if runnable is None:
-                    runnable = self.specialised[size] = self._specialise(args)
-                self.specialised_calls += 1
-                return runnable(*args)
-        self.general_calls += 1
-        return self.general(*args)
 
 
 class PiecewiseBackend:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from .report import Check, format_checks
+from .targets import Check, format_checks
 
 MODES = ("inductor", "piecewise", "fxsplit")
 # wide enough that compute, not per-call overhead, dominates a forward, as in serving
@@ -49,8 +49,8 @@ class CompileResult:
 def _worker(mode: str, layers: int, steady_reps: int) -> CompileResult:
     import torch
 
+    from ..compile.backend import PiecewiseBackend
     from . import models
-    from .backend import PiecewiseBackend
 
     model, inputs = models.build(layers, tokens=TOKENS, **MODEL_SIZES)
     backend: str | PiecewiseBackend = "inductor"
@@ -98,7 +98,7 @@ def measure(mode: str, layers: int, steady_reps: int = 10, fxsplit_cache: str | 
             "FXSPLIT_CACHE_DIR": fxsplit_cache or os.path.join(scratch, "fxsplit"),
         }
         env.pop("FXSPLIT_DISABLE_CACHE", None)
-        command = [sys.executable, "-m", "fxsplit.compile_bench", mode, str(layers), str(steady_reps)]
+        command = [sys.executable, "-m", "fxsplit.tools.compile_bench", mode, str(layers), str(steady_reps)]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"compile benchmark {mode} at {layers} layers failed:\n{done.stderr[-4000:]}")

@@ -1,7 +1,7 @@
 """Which compute pieces can share one compiled artifact.
 
 Two pieces share when they compute the same function (their structure keys are equal,
-see :mod:`fxsplit.structure`) of inputs that look the same to a compiler: dtype,
+see :mod:`fxsplit.split.structure`) of inputs that look the same to a compiler: dtype,
 device, shape, stride and storage offset, with symbolic sizes compared as expressions.
 The key is an exact value compared by equality, so a hash collision cannot make two
 different pieces share; :func:`digest` gives a short stable name for reports and files.
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
-from ._compat import OpOverload, OpOverloadPacket
-from .lazy import structure_key
-from .structure import Identity
+from .._compat import OpOverload, OpOverloadPacket
+from ..split.lazy import structure_key
+from ..split.structure import Identity
 
 
 def input_signature(value: Any) -> Hashable:

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TextIO
-
-import torch
-
-# a benchmark target as (what it asks, with the figure measured; whether it is met)
-Check = tuple[str, bool]
 
 
 @dataclass
@@ -71,25 +64,6 @@ class CompileReport:
             seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
             lines.append(f"  {r.name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {r.shared_with or ''}")
         return "\n".join(lines)
-
-
-def format_checks(checks: Sequence[Check]) -> str:
-    """The targets, one ``[met]``/``[MISSED]`` line each; empty when there are none."""
-    if not checks:
-        return ""
-    return "\n".join(["targets:", *(f"  [{'met' if met else 'MISSED'}] {text}" for text, met in checks)])
-
-
-def results_json(results: Sequence[Any], checks: Sequence[Check]) -> str:
-    """Benchmark results (dataclasses) and their targets, as JSON."""
-    return json.dumps(
-        {
-            "torch": torch.__version__,
-            "results": [asdict(r) for r in results],
-            "targets": [{"target": text, "met": met} for text, met in checks],
-        },
-        indent=2,
-    )
 
 
 class Progress:

@@ -23,11 +23,12 @@ import torch
 from torch.fx import GraphModule
 from torch.fx.passes.split_module import split_module as torch_split_module
 
-from . import _compat, models
+from .. import _compat
+from ..split.ops import matcher
+from ..split.splitters import _assign_pieces, split_graph, split_module
+from . import models
 from .capture import capture_graph
-from .ops import matcher
-from .report import Check
-from .split import _assign_pieces, split_graph, split_module
+from .targets import Check
 
 SPLIT_OPS = [models.ATTENTION_OP_NAME]
 REFERENCE = "fxsplit.split_graph"

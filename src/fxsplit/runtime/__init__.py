@@ -1,0 +1,1 @@
+"""Running compiled pieces: the runners that dispatch each piece on size."""
