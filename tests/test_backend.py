@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import types
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,167 @@ def test_a_cache_that_cannot_be_written_warns_but_compiles(tmp_path, monkeypatch
     with caplog.at_level(logging.WARNING, logger="fxsplit"):
         torch.testing.assert_close(compiled(x), f(x))
     assert "could not save submod_0 to the cache" in caplog.text
+
+
+# Scalars at piece boundaries, compiled with Inductor (the default compiler)
+
+
+def counted(backend: Any, model: Any) -> tuple[Any, list[int]]:
+    """``model`` compiled with ``backend``, and a list that grows by one per Dynamo trace."""
+    calls: list[int] = []
+
+    def counting(gm: torch.fx.GraphModule, example_inputs: list[Any]):
+        calls.append(len(gm.graph.nodes))
+        return backend(gm, example_inputs)
+
+    return compile_model(model, counting), calls
+
+
+class DropoutLayer(torch.nn.Module):
+    """Every layer reads one shared dropout ``p`` (as Falcon's config does)."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config, self.proj = config, torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.nn.functional.dropout(self.proj(x), p=self.config.p, training=False).view(1, 1, *x.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).view(x.shape) + x
+
+
+class TanhGelu(torch.nn.Module):
+    """GPT-2's GELU, whose math.pi Dynamo lifts to an input and takes the root of."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+        q = h.view(1, 1, *h.shape)
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q).view(h.shape) * h
+
+
+class MoeWidth(torch.nn.Module):
+    """Computes ``batch * sequence`` in the first layer after attention, and every
+    later layer uses it (as Qwen2-MoE's routing does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = None
+        for _ in range(3):
+            q = x.view(1, 1, *x.shape)
+            a = torch.nn.functional.scaled_dot_product_attention(q, q, q).view(x.shape)
+            if tokens is None:
+                tokens = a.shape[0] * a.shape[1]
+            x = a.reshape(tokens, -1).relu().view(x.shape) + x
+        return x
+
+
+class ScaledAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling = 0.25  # lifted by Dynamo, then baked in by SDPA's scale=
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = self.proj(x).view(1, 1, *x.shape)
+        a = torch.nn.functional.scaled_dot_product_attention(q, q, q, scale=self.scaling)
+        return self.proj(a.view(x.shape)) + x
+
+
+def _layers(*modules: torch.nn.Module) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*modules).eval()
+
+
+SHARED = types.SimpleNamespace(p=0.0)
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        pytest.param(lambda: _layers(*(ScaledAttention() for _ in range(3))), (6, 8), id="sdpa-scale"),
+        pytest.param(lambda: _layers(*(DropoutLayer(SHARED) for _ in range(3))), (6, 8), id="shared-dropout-p"),
+        pytest.param(lambda: _layers(TanhGelu(), TanhGelu(), TanhGelu()), (5, 8), id="gelu-math-pi"),
+        pytest.param(MoeWidth, (2, 3, 8), id="symint-product"),
+    ],
+)
+def test_scalars_crossing_boundaries_compile_with_inductor(build, shape):
+    model = build()
+    x = torch.randn(*shape)
+    whole_graph = attempts_to_compile(_compat.dynamo_backend("aot_eager"), model, (x,))
+    backend = fxsplit.PiecewiseBackend(cache_dir=None)
+    compiled, traces = counted(backend, model)
+    with torch.no_grad():
+        for rows in (shape[0], shape[0] + 2):
+            other = torch.randn(rows, *shape[1:])
+            torch.testing.assert_close(compiled(other), model(other))
+    assert len(traces) <= whole_graph
+    assert len(backend.reports) == 1
+    assert backend.report.compiler_calls <= 3  # first, middle (shared by twins), last
+
+
+def test_a_changed_specialised_float_is_seen():
+    model = _layers(ScaledAttention(), ScaledAttention())
+    compiled = compile_model(model, fxsplit.PiecewiseBackend(cache_dir=None))
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x))
+        for layer in model:
+            layer.scaling = 0.5  # the constant in the pieces was guarded by Dynamo
+        torch.testing.assert_close(compiled(x), model(x))
+
+
+# compile_sizes
+
+
+def specialised_runs(backend: fxsplit.PiecewiseBackend) -> dict[str, tuple[int, int]]:
+    runners = {id(runner): runner for _, runner in backend._runners.values()}
+    return {r.name: (r.specialised_calls, r.general_calls) for r in runners.values()}
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_compile_sizes_with_inductor_on_a_layer_norm(cache, tmp_path):
+    model = _layers(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16))
+    backend = fxsplit.PiecewiseBackend(compile_sizes=[8], cache_dir=tmp_path if cache else None)
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for rows in (4, 8, 5, 8):
+            x = torch.randn(rows, 16)
+            torch.testing.assert_close(compiled(x), model(x))
+    assert specialised_runs(backend) == {"submod_0": (2, 2)}
+    assert [(s.piece, s.size) for s in backend.report.specialisations] == [("submod_0", 8)]
+    assert "compiled for one size: submod_0 at 8" in backend.report.format()
+
+
+def test_compile_sizes_keep_every_other_dimension_dynamic():
+    model = tiny_decoder_logits()
+    backend = fxsplit.PiecewiseBackend(compiler="aot_eager", compile_sizes=[3])
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for shape in ((2, 8), (3, 5), (3, 9), (4, 6)):  # batch 3 at two sequence lengths
+            ids = torch.randint(0, 128, shape)
+            torch.testing.assert_close(compiled(ids), model(ids))
+    assert set(specialised_runs(backend).values()) == {(2, 2)}
+    assert len(backend.reports) == 1
+
+
+def tiny_decoder_logits() -> Any:
+    torch.manual_seed(0)
+    return logits_of(hf_llama(2).eval())
+
+
+# layouts at piece boundaries
+
+
+def test_a_piece_output_in_another_layout_than_eager_is_repaired():
+    def f(x):
+        q = x.view(2, x.shape[1], 4, 8).transpose(1, 2)
+        # Inductor returns cat([q, empty]) with q's strides, not eager's contiguous ones
+        q = torch.cat([q * 2, q[..., 8:]], dim=-1)
+        a = torch.nn.functional.scaled_dot_product_attention(q, q, q)  # passes the layout on
+        return a.transpose(1, 2).reshape(x.shape) + 1
+
+    backend = fxsplit.PiecewiseBackend(cache_dir=None)
+    compiled = compile_model(f, backend)
+    for length in (8, 5):
+        x = torch.randn(2, length, 32)
+        torch.testing.assert_close(compiled(x), f(x))
+    runners = {id(runner): runner for _, runner in backend._runners.values()}
+    assert [r.name for r in runners.values() if r.layouts.watched] == ["submod_2"]

@@ -176,3 +176,58 @@ def test_inductor_cache_moves_into_the_block_and_back(monkeypatch, tmp_path):
     hide(monkeypatch, "temporary_cache_dir")
     with _compat.inductor_cache_at(str(tmp_path)):
         assert cache_dir() == outside
+
+
+def test_size_hints_from_either_name_of_the_table():
+    import types
+
+    import sympy
+
+    s0 = sympy.Symbol("s0")
+    assert _compat.size_hints(types.SimpleNamespace(backed_var_to_val={s0: 4})) == {s0: 4}
+    assert _compat.size_hints(types.SimpleNamespace(var_to_val={s0: 5})) == {s0: 5}  # older torch
+    assert _compat.size_hints(None) == {}
+
+
+def test_fresh_fake_mode_with_and_without_torchs_fake_tensors(monkeypatch):
+    fake_mode, shape_env = _compat.fresh_fake_mode()
+    symbol = _compat.new_size_symbol(shape_env, "tokens", 7)
+    twin = _compat.new_size_symbol(shape_env, "other", 7)
+    assert symbol != twin  # equal hints are never unified
+    with fake_mode:
+        tensor = torch.empty(shape_env.create_symintnode(symbol, hint=7), 3)
+    assert isinstance(tensor.shape[0], torch.SymInt) and tensor.shape[1] == 3
+    for name in ("FakeTensorMode", "ConstantSource"):
+        with monkeypatch.context() as patch:
+            hide(patch, name)
+            assert _compat.fresh_fake_mode() is None
+
+
+def test_tracing_with_a_fake_mode_and_without_torchs_tracing_context(monkeypatch):
+    fake_mode, _ = _compat.fresh_fake_mode()
+    from torch._guards import TracingContext
+
+    with _compat.tracing_with(fake_mode):
+        assert TracingContext.get().fake_mode is fake_mode
+    hide(monkeypatch, "tracing")
+    with _compat.tracing_with(fake_mode):
+        assert TracingContext.try_get() is None
+
+
+def test_persistent_compiler_compiles_with_own_fake_mode_only_where_torch_can(monkeypatch):
+    store = _compat.persistent_compiler()
+    assert store is not None and store.compile_with is not None
+    monkeypatch.setattr(torch._inductor, "standalone_compile", lambda gm, inputs, *, dynamic_shapes="from_graph": gm)
+    assert _compat.persistent_compiler().compile_with is None  # an older standalone_compile
+    hide(monkeypatch, "standalone_compile")
+    assert _compat.persistent_compiler() is None
+
+
+def test_plain_tensors_with_and_without_torchs_fake_tensors(monkeypatch):
+    fake_mode, _ = _compat.fresh_fake_mode()
+    with fake_mode:
+        fake = torch.empty(2)
+    assert _compat.is_plain_tensor(fake) and _compat.is_plain_tensor(torch.nn.Parameter(torch.ones(1)))
+    assert not _compat.is_plain_tensor(torch.ones(2).as_subclass(torch.nn.Buffer))
+    hide(monkeypatch, "FakeTensor")
+    assert not _compat.is_plain_tensor(fake) and _compat.is_plain_tensor(torch.ones(2))

@@ -9,7 +9,9 @@ lookups below.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -217,18 +219,85 @@ def inductor_cache_at(directory: str) -> contextlib.AbstractContextManager[Any]:
     return scoped(directory) if scoped is not None else contextlib.nullcontext()
 
 
-def persistent_compiler() -> tuple[Callable[..., Any], Callable[[str], Any]] | None:
-    """Inductor's ``(standalone_compile, CompiledArtifact.load)`` where this torch has them.
+@dataclasses.dataclass(frozen=True)
+class PersistentCompiler:
+    """Inductor's compile-to-artifact and load, where this torch has them.
+
+    ``compile(gm, inputs)`` compiles for the shapes in the graph (Dynamo's, with its
+    guards); ``compile_with(gm, inputs, fake_mode)`` compiles for example inputs that
+    live in a fake mode of their own (None where this torch cannot).
+    """
+
+    compile: Callable[[torch.fx.GraphModule, list[Any]], Any]
+    compile_with: Callable[[torch.fx.GraphModule, list[Any], Any], Any] | None
+    load: Callable[[str], Any]
+
+
+def persistent_compiler() -> PersistentCompiler | None:
+    """Inductor's ``standalone_compile`` and ``CompiledArtifact.load`` where this torch
+    has them.
 
     Without them, compiled pieces cannot be saved; fxsplit then relies on Inductor's
     own caches and compiles as usual.
     """
-    compile_ = _private("torch._inductor", "standalone_compile")
+    standalone = _private("torch._inductor", "standalone_compile")
     artifact = _private("torch._inductor", "CompiledArtifact")
-    if compile_ is None or artifact is None:
+    if standalone is None or artifact is None:
         return None
+
+    def compile_(gm: torch.fx.GraphModule, inputs: list[Any]) -> Any:
+        return standalone(gm, inputs, dynamic_shapes="from_graph")
+
+    def compile_with(gm: torch.fx.GraphModule, inputs: list[Any], fake_mode: Any) -> Any:
+        return standalone(gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fake_mode)
 
     def load(path: str) -> Any:
         return artifact.load(path=path, format="binary")
 
-    return compile_, load
+    takes_fake_mode = "fake_mode" in inspect.signature(standalone).parameters
+    return PersistentCompiler(compile_, compile_with if takes_fake_mode else None, load)
+
+
+def size_hints(shape_env: Any) -> dict[Any, Any]:
+    """The value each backed symbol of a shape environment had when it was made."""
+    hints = getattr(shape_env, "backed_var_to_val", None)
+    if hints is None:
+        hints = getattr(shape_env, "var_to_val", None)
+    return dict(hints) if isinstance(hints, dict) else {}
+
+
+def fresh_fake_mode() -> tuple[Any, Any] | None:
+    """``(fake_mode, shape_env)``: fake values in a shape environment of their own, so
+    that compiling with them adds no guard to Dynamo's. None where this torch lacks the
+    fake-tensor mode."""
+    fake_tensor_mode = _private("torch._subclasses.fake_tensor", "FakeTensorMode")
+    if fake_tensor_mode is None or _private("torch._dynamo.source", "ConstantSource") is None:
+        return None
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    shape_env = ShapeEnv()
+    return fake_tensor_mode(shape_env=shape_env), shape_env
+
+
+def new_size_symbol(shape_env: Any, name: str, hint: int) -> Any:
+    """A fresh dynamic size symbol in ``shape_env`` (never unified with an equal one)."""
+    from torch.fx.experimental.symbolic_shapes import DimDynamic
+
+    constant_source = _private("torch._dynamo.source", "ConstantSource")
+    return shape_env.create_symbol(hint, constant_source(name), dynamic_dim=DimDynamic.DYNAMIC)
+
+
+def tracing_with(fake_mode: Any) -> contextlib.AbstractContextManager[Any]:
+    """A tracing context over ``fake_mode``, where compilers look for the fake mode of
+    their example inputs."""
+    context = _private("torch._guards", "TracingContext")
+    tracing = _private("torch._guards", "tracing")
+    if context is None or tracing is None:
+        return contextlib.nullcontext()
+    return tracing(context(fake_mode))
+
+
+def is_plain_tensor(tensor: Any) -> bool:
+    """A tensor, parameter or fake tensor: not a subclass with semantics of its own."""
+    fake = _private("torch._subclasses.fake_tensor", "FakeTensor")
+    return type(tensor) in (torch.Tensor, torch.nn.Parameter) or (fake is not None and type(tensor) is fake)

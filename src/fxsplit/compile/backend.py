@@ -21,12 +21,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import sympy
 import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule
 
 from .. import _compat
-from ..runtime.runner import PieceRunner
+from ..runtime.layout import InputLayouts
+from ..runtime.runner import PieceRunner, SizeAt
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp
 from ..split.splitters import SplitItem, split_graph
@@ -34,7 +36,8 @@ from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
 from .dump import readable_code, write_dump
-from .report import CompileReport, PieceRow, Progress
+from .examples import describe, fake_inputs
+from .report import CompileReport, PieceRow, Progress, Specialisation
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,12 @@ class PiecewiseBackend:
             run eagerly. Default: scaled-dot-product attention.
         compiler: ``"inductor"``, ``"aot_eager"``, ``"eager"`` (pieces run as their
             Python code) or a callable ``(GraphModule, example_inputs) -> callable``.
-        compile_sizes: values of each piece's first symbolic size for which to
-            compile a specialised version, on first use of that size.
+        compile_sizes: sizes for which each piece gets a version compiled for that
+            size alone, on first use of it. The size is the first dynamic dimension
+            of the model's inputs, in Dynamo's order (the token count of a flat
+            batch; the batch of a (batch, sequence) input); every other dimension
+            stays dynamic. Dynamo specialises sizes 0 and 1: a call of size 1
+            compiles a graph of its own and never reaches this dispatch.
         dedup: share compiled artifacts between structurally identical pieces.
         cache_dir: where to keep compiled pieces between processes (Inductor only):
             ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
@@ -94,7 +101,7 @@ class PiecewiseBackend:
 
     Example::
 
-        backend = fxsplit.PiecewiseBackend(compiler="inductor", compile_sizes=[1, 8])
+        backend = fxsplit.PiecewiseBackend(compiler="inductor", compile_sizes=[8, 32])
         model = torch.compile(model, backend=backend, dynamic=True)
         model(*inputs)
         print(backend.report.format())
@@ -135,6 +142,7 @@ class PiecewiseBackend:
         # Top-level inputs are compiled from what Dynamo passed in, not from their fake
         # values: scalars lifted to tensors keep what `.item()` needs there.
         top_level = {n.name: v for n, v in zip(gm.graph.find_nodes(op="placeholder"), example_inputs)}
+        dispatch = _dispatch_symbol(gm)
         runners: dict[Hashable, tuple[str, PieceRunner]] = {}
         compute = [item for item in items if not item.is_splitting_graph]
         report.compute_pieces = len(compute)
@@ -144,7 +152,7 @@ class PiecewiseBackend:
                 if item.is_splitting_graph:
                     report.rows.append(PieceRow(item.submod_name, "splitting", node_count(item.graph)))
                     continue
-                row, runner = self._compile_piece(item, top_level, runners, report)
+                row, runner = self._compile_piece(item, top_level, dispatch, runners, report)
                 progress.step(item.submod_name)
                 report.rows.append(row)
                 split.__dict__[item.submod_name] = runner
@@ -173,6 +181,7 @@ class PiecewiseBackend:
         self,
         item: SplitItem,
         top_level: dict[str, Any],
+        dispatch: str | None,
         runners: dict[Hashable, tuple[str, PieceRunner]],
         report: CompileReport,
     ) -> tuple[PieceRow, PieceRunner]:
@@ -190,15 +199,21 @@ class PiecewiseBackend:
             return row, known[1]
 
         started = time.perf_counter()
-        general = self._compile(item, inputs, report, key)
-        size_index = next((i for i, v in enumerate(inputs) if isinstance(v, torch.SymInt)), None)
-        runner = PieceRunner(
-            item.submod_name,
-            general,
-            size_index,
-            self.compile_sizes,
-            lambda args: self._compile(item, list(args), report, key, args[size_index]),  # type: ignore[index]
+        general = self._compiled(
+            item,
+            report,
+            key,
+            None,
+            in_memory=partial(self.compiler, piece, inputs),
+            persistent=lambda store: store.compile(piece, inputs),
         )
+        size_at = _size_at(fakes, dispatch)
+
+        def specialise(size: int) -> Callable[..., Any]:
+            assert dispatch is not None
+            return self._specialise(item, fakes, report, key, dispatch, size) or general
+
+        runner = PieceRunner(item.submod_name, general, size_at, self.compile_sizes, specialise, InputLayouts(fakes))
         row.seconds = time.perf_counter() - started
         if key is not None:
             runners[key] = (item.submod_name, runner)
@@ -218,35 +233,80 @@ class PiecewiseBackend:
             inputs.append(top_level.get(node.name, node.meta["example_value"]))
         return fakes, inputs
 
-    def _compile(
-        self, item: SplitItem, inputs: list[Any], report: CompileReport, key: Hashable | None, size: int | None = None
+    def _specialise(
+        self, item: SplitItem, fakes: list[Any], report: CompileReport, key: Hashable | None, symbol: str, size: int
+    ) -> Callable[..., Any] | None:
+        """The piece compiled for ``symbol == size``, every other size symbolic; None
+        (and a warning) where its inputs cannot be made again outside Dynamo."""
+        signature = describe(fakes)
+        made = fake_inputs(signature, {symbol: size}) if signature is not None else None
+        if made is None:
+            log.warning(
+                "fxsplit: cannot compile %s for size %d on its own (its inputs cannot be made outside Dynamo); "
+                "that size runs the general version",
+                item.submod_name,
+                size,
+            )
+            return None
+        fake_mode, examples = made
+        piece = item.graph
+        started = time.perf_counter()
+        hits = report.cache_hits
+
+        def in_memory() -> Callable[..., Any]:
+            with _compat.tracing_with(fake_mode):
+                return self.compiler(piece, examples)
+
+        def persistent(store: _compat.PersistentCompiler) -> Any:
+            assert store.compile_with is not None
+            return store.compile_with(piece, examples, fake_mode)
+
+        can_save = self._persistent is not None and self._persistent.compile_with is not None
+        compiled = self._compiled(item, report, key, size, in_memory, persistent if can_save else None)
+        seconds = time.perf_counter() - started
+        report.specialisations.append(Specialisation(item.submod_name, size, seconds, report.cache_hits > hits))
+        return compiled
+
+    def _compiled(
+        self,
+        item: SplitItem,
+        report: CompileReport,
+        key: Hashable | None,
+        size: int | None,
+        in_memory: Callable[[], Callable[..., Any]],
+        persistent: Callable[[_compat.PersistentCompiler], Any] | None,
     ) -> Callable[..., Any]:
-        """Compile a piece, for the general shape or specialised to ``size``: from the
-        persistent cache when it has the piece, else with the compiler (then saved)."""
-        cache, persistent = self.cache, self._persistent
+        """A piece compiled for the general shape (``size`` None) or for one size: from
+        the persistent cache when it has it, else by ``persistent`` (then saved), else
+        by ``in_memory``."""
+        cache, store = self.cache, self._persistent
         entry = None
-        if cache is not None and key is not None:
+        if cache is not None and store is not None and persistent is not None and key is not None:
             entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
-        if cache is None or persistent is None or entry is None:
-            return self._call_compiler(item, partial(self.compiler, item.graph, inputs), report)
+        # a specialised compile runs outside Dynamo's trace: no restart can happen there
+        restarts = size is None
+        if cache is None or store is None or persistent is None or entry is None:
+            return self._call_compiler(item, in_memory, report, restarts)
         # the kernels a loaded artifact needs are built, or found, where the cache is
         with _compat.inductor_cache_at(str(cache.compiler_files())):
             started = time.perf_counter()
-            loaded = cache.load(entry, lambda path: persistent[1](str(path)))
+            loaded = cache.load(entry, lambda path: store.load(str(path)))
             if loaded is not None:
                 report.cache_hits += 1
                 report.load_seconds += time.perf_counter() - started
                 return loaded
             report.cache_misses += 1
-            shapes = "from_graph" if size is None else "from_example_inputs"
-            compile_piece = partial(persistent[0], item.graph, inputs, dynamic_shapes=shapes)
-            artifact = self._call_compiler(item, compile_piece, report)
+            artifact = self._call_compiler(item, partial(persistent, store), report, restarts)
         self._save(cache, entry, item, artifact, size)
         return artifact
 
-    def _call_compiler(self, item: SplitItem, compile_piece: Callable[[], Any], report: CompileReport) -> Any:
+    def _call_compiler(
+        self, item: SplitItem, compile_piece: Callable[[], Any], report: CompileReport, restarts: bool = True
+    ) -> Any:
         report.compiler_calls += 1
         try:
+            if not restarts:
+                return compile_piece()
             return _compat.compile_without_needless_restarts(compile_piece, *_float_symbols(item.graph))
         except _compat.dynamo_restart_exceptions():
             raise
@@ -273,6 +333,33 @@ class PiecewiseBackend:
                 item.submod_name,
                 error,
             )
+
+
+def _dispatch_symbol(gm: GraphModule) -> str | None:
+    """The size that compiled pieces dispatch on: the first dynamic size among the
+    graph's inputs, in Dynamo's order (a flat batch's token count; a (batch, sequence)
+    input's batch)."""
+    for node in gm.graph.find_nodes(op="placeholder"):
+        value = node.meta.get("example_value")
+        if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
+            return value.node.expr.name
+    return None
+
+
+def _size_at(fakes: Sequence[Any], symbol: str | None) -> SizeAt | None:
+    """Where a piece's inputs hold the dispatch size: a SymInt input, else a tensor
+    dimension; None when the piece does not depend on it."""
+    if symbol is None:
+        return None
+    for index, value in enumerate(fakes):
+        if isinstance(value, torch.SymInt) and str(value.node.expr) == symbol:
+            return index, None
+    for index, value in enumerate(fakes):
+        if isinstance(value, torch.Tensor):
+            for dim, size in enumerate(value.shape):
+                if isinstance(size, torch.SymInt) and str(size.node.expr) == symbol:
+                    return index, dim
+    return None
 
 
 def _float_symbols(piece: GraphModule) -> tuple[set[str], set[str]]:

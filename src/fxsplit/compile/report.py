@@ -28,13 +28,23 @@ class PieceRow:
 
 
 @dataclass
+class Specialisation:
+    """A piece compiled for one size (``compile_sizes``), when that size first ran."""
+
+    piece: str
+    size: int
+    seconds: float
+    cached: bool = False  # loaded from the persistent cache
+
+
+@dataclass
 class CompileReport:
     """One compilation by :class:`fxsplit.PiecewiseBackend`.
 
     ``compiler_calls`` counts actual compiler invocations: one per distinct compute
-    piece, plus one per specialised size compiled so far. ``cache_hits`` and
-    ``cache_misses`` count lookups in the persistent cache, ``load_seconds`` the time
-    spent loading hits.
+    piece, plus one per specialised size compiled so far (``specialisations`` lists
+    those). ``cache_hits`` and ``cache_misses`` count lookups in the persistent
+    cache, ``load_seconds`` the time spent loading hits.
     """
 
     compiler: str = ""
@@ -47,6 +57,7 @@ class CompileReport:
     cache_misses: int = 0
     load_seconds: float = 0.0
     rows: list[PieceRow] = field(default_factory=list)
+    specialisations: list[Specialisation] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +74,11 @@ class CompileReport:
         for r in self.rows:
             seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
             lines.append(f"  {r.name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {r.shared_with or ''}")
+        if self.specialisations:
+            done = ", ".join(
+                f"{s.piece} at {s.size} ({'cache' if s.cached else f'{s.seconds:.2f} s'})" for s in self.specialisations
+            )
+            lines.append(f"  compiled for one size: {done}")
         return "\n".join(lines)
 
 

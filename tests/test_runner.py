@@ -1,0 +1,79 @@
+"""The runtime of a compiled piece: size dispatch and the repair of input layouts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch._C._dynamo.guards import assert_size_stride
+
+from fxsplit import _compat
+from fxsplit.runtime.layout import InputLayouts
+from fxsplit.runtime.runner import PieceRunner
+
+
+def symbolic_examples() -> tuple[list[Any], Any]:
+    """A piece's example inputs as Dynamo makes them: ``(s0, x: (s0, 4) contiguous)``."""
+    fake_mode, shape_env = _compat.fresh_fake_mode()
+    s0 = shape_env.create_symintnode(_compat.new_size_symbol(shape_env, "s0", 5), hint=5)
+    with fake_mode:
+        x = torch.empty(s0, 4)
+    return [s0, x], s0
+
+
+def strict(size: int, seen: list[int]):
+    """A compiled piece in miniature: it checks its input's layout as Inductor's code does."""
+
+    def run(n: int, x: torch.Tensor) -> torch.Tensor:
+        assert_size_stride(x, (n, 4), (4, 1))
+        seen.append(size)
+        return x * 2
+
+    return run
+
+
+def test_a_refused_layout_is_copied_into_the_expected_one_and_watched():
+    examples, _ = symbolic_examples()
+    seen: list[int] = []
+    runner = PieceRunner(
+        "p", strict(0, seen), None, frozenset(), lambda size: strict(size, seen), InputLayouts(examples)
+    )
+    transposed = torch.randn(4, 5).t()
+    torch.testing.assert_close(runner(5, transposed), transposed * 2)
+    assert list(runner.layouts.watched) == [1]
+    other = torch.randn(4, 7).t()  # a new size: its expected strides are worked out too
+    torch.testing.assert_close(runner(7, other), other * 2)
+    assert seen == [0, 0]
+
+
+def test_an_assertion_that_is_no_layout_problem_is_raised():
+    examples, _ = symbolic_examples()
+
+    def failing(n: int, x: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("something else")
+
+    runner = PieceRunner("p", failing, None, frozenset(), failing, InputLayouts(examples))
+    try:
+        runner(5, torch.randn(5, 4))
+    except AssertionError as error:
+        assert "something else" in str(error)
+    else:
+        raise AssertionError("the runner swallowed the error")
+    assert not runner.layouts.watched
+
+
+def test_size_dispatch_from_a_symint_input_or_a_tensor_dimension():
+    examples, _ = symbolic_examples()
+    for size_at in ((0, None), (1, 0)):
+        seen: list[int] = []
+        made: list[int] = []
+
+        def specialise(size: int, seen: list[int] = seen, made: list[int] = made):
+            made.append(size)
+            return strict(size, seen)
+
+        runner = PieceRunner("p", strict(0, seen), size_at, frozenset({8}), specialise, InputLayouts(examples))
+        for n in (5, 8, 3, 8):
+            runner(n, torch.randn(n, 4))
+        assert seen == [0, 8, 0, 8] and made == [8]
+        assert (runner.general_calls, runner.specialised_calls) == (2, 2)
