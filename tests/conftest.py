@@ -42,9 +42,12 @@ SPLIT_HERE = "fxsplit_test::split_here"
 
 @pytest.fixture(scope="session", autouse=True)
 def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Backends that default to the user's cache use a fresh one for the test session."""
+    """Backends that default to the user's cache use a fresh one for the test session,
+    and Inductor a fresh cache of its own, shared by the session's tests: no test
+    depends on what an earlier run left behind."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FXSPLIT_CACHE_DIR", str(tmp_path_factory.mktemp("fxsplit-cache")))
+        patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor-cache")))
         patch.delenv("FXSPLIT_DISABLE_CACHE", raising=False)
         yield
 
