@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from fxsplit.compile.cache import ARTIFACT, COMPILER_FILES, PieceCache, UnsafeCacheDirError, default_cache_dir
+from fxsplit.compile.cache import (
+    ARTIFACT,
+    CACHEDIR_TAG,
+    COMPILER_FILES,
+    MARKER,
+    NotACacheDirError,
+    PieceCache,
+    UnsafeCacheDirError,
+    default_cache_dir,
+)
 
 WORKER = Path(__file__).with_name("cache_worker.py")
 
@@ -201,3 +210,55 @@ def test_a_warm_start_needs_nothing_but_the_cache_directory(tmp_path):
     warm = run_worker(cache_dir, env=fresh_inductor_cache("inductor-warm"))
     assert (warm["hits"], warm["compiler_calls"], warm["output"]) == (2, 0, cold["output"])
     assert kernel_libraries() == built  # every kernel found in the cache, none rebuilt
+
+
+# The cache removes nothing that is not its own
+
+
+def test_a_new_cache_is_marked_as_fxsplits_and_tagged_for_backup_tools(tmp_path):
+    PieceCache(tmp_path / "c")
+    assert (tmp_path / "c" / MARKER).is_file()
+    assert (tmp_path / "c" / CACHEDIR_TAG).read_text().startswith("Signature: 8a477f597d28d172789f06886806bc55")
+
+
+def test_a_directory_holding_other_files_is_never_adopted(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(NotACacheDirError, match="is not an fxsplit cache"):
+        PieceCache(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing written either
+
+
+def test_clear_and_eviction_remove_only_fxsplits_entries(tmp_path):
+    cache = PieceCache(tmp_path / "c", max_bytes=5000)
+    stray = tmp_path / "c" / "README.user"
+    stray.write_text("put here by someone")
+    (tmp_path / "c" / "ab").mkdir()
+    (tmp_path / "c" / "ab" / "not-a-key").write_text("also someone's")
+    for key in ("ab" * 32, "cd" * 32):
+        cache.store(key, write_bytes(b"x" * 3000), {})  # the second store evicts the first
+    assert {entry.name for entry, _, _ in cache.entries()} == {"cd" * 32}
+    (cache.compiler_files() / "kernel.so").write_bytes(b"k")
+    assert cache.clear() == 1
+    left = sorted(str(p.relative_to(tmp_path / "c")) for p in (tmp_path / "c").rglob("*"))
+    assert left == [CACHEDIR_TAG, MARKER, "README.user", "ab", "ab/not-a-key"]
+
+
+def test_a_query_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for absent in (tmp_path / "absent", tmp_path / "empty"):
+        with pytest.raises(FileNotFoundError, match="no fxsplit cache"):
+            PieceCache(absent, create=False)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty"]
+    (tmp_path / "empty" / "x.txt").write_text("x")
+    with pytest.raises(NotACacheDirError):
+        PieceCache(tmp_path / "empty", create=False)
+
+
+def test_a_cache_written_before_caches_were_marked_is_still_one(tmp_path):
+    root = tmp_path / "old"
+    (root / "ab" / ("ab" * 32)).mkdir(parents=True)
+    (root / "ab" / ("ab" * 32) / ARTIFACT).write_bytes(b"a")
+    (root / "inductor").mkdir()
+    assert PieceCache(root, create=False).info().entries == 1
+    PieceCache(root)
+    assert (root / MARKER).is_file()

@@ -12,6 +12,10 @@ was compiled (never from a path), so a cache directory can be moved or copied.
 * Loading an artifact runs code, so the cache refuses a directory that another user
   owns or that group or others can write.
 * Least recently used entries are evicted past ``max_bytes``.
+* It removes nothing that is not its own. A directory it creates, or finds empty, it
+  marks as an fxsplit cache (a marker file, and a ``CACHEDIR.TAG`` so that backup
+  tools skip it); it refuses any other directory that holds something, and eviction
+  and ``clear`` touch only entries, ``tmp/`` and ``inductor/``.
 
 ``<root>/inductor/`` holds Inductor's own cache files for the pieces (on CPU, the
 kernel libraries gcc built), so that a warm start needs nothing outside the root. The
@@ -26,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -41,11 +46,25 @@ DEFAULT_MAX_BYTES = 10 * 2**30
 ARTIFACT = "artifact.bin"
 META = "meta.json"
 COMPILER_FILES = "inductor"
+MARKER = "FXSPLIT-CACHE"
+CACHEDIR_TAG = "CACHEDIR.TAG"
 _TMP = "tmp"
+_TAG_TEXT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by fxsplit.\n"
+    "# For information about cache directory tags see https://bford.info/cachedir/\n"
+)
+_MARKER_TEXT = "fxsplit cache directory: compiled pieces; `fxsplit cache clear` empties it\n"
+_SHARD = re.compile(r"[0-9a-f]{2}")
+_KEY = re.compile(r"[0-9a-f]{64}")
 
 
 class UnsafeCacheDirError(PermissionError):
     """The cache directory could let someone else's code be loaded."""
+
+
+class NotACacheDirError(FileExistsError):
+    """The directory holds files that are not an fxsplit cache's."""
 
 
 def default_cache_dir() -> Path | None:
@@ -69,11 +88,30 @@ class CacheInfo:
 class PieceCache:
     """Compiled artifacts by key, under ``root``."""
 
-    def __init__(self, root: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES, *, create: bool = True
+    ) -> None:
+        """The cache at ``root``, made (and marked) there if needed; with
+        ``create=False`` nothing is written, and a missing or empty ``root`` is a
+        ``FileNotFoundError``."""
         self.root = Path(root)
         self.max_bytes = max_bytes
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if create:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        elif not self.root.is_dir() or not any(self.root.iterdir()):
+            raise FileNotFoundError(f"there is no fxsplit cache at {self.root}")
         self._check_safe()
+        if (self.root / MARKER).is_file():
+            return
+        if (create and not any(self.root.iterdir())) or _is_legacy_cache(self.root):
+            if create:
+                (self.root / CACHEDIR_TAG).write_text(_TAG_TEXT)
+                (self.root / MARKER).write_text(_MARKER_TEXT)
+            return
+        raise NotACacheDirError(
+            f"{self.root} is not an fxsplit cache (it has no {MARKER} file) and is not empty; fxsplit neither "
+            f"uses nor clears such a directory: name a new or empty one (cache_dir=, --dir or FXSPLIT_CACHE_DIR)"
+        )
 
     def _check_safe(self) -> None:
         info = self.root.stat()
@@ -147,6 +185,8 @@ class PieceCache:
         found = []
         for artifact in self.root.glob(f"??/*/{ARTIFACT}"):
             entry = artifact.parent
+            if not (_SHARD.fullmatch(entry.parent.name) and _KEY.fullmatch(entry.name)):
+                continue
             found.append((entry, _tree_bytes(entry), entry.stat().st_mtime))
         return found
 
@@ -173,11 +213,34 @@ class PieceCache:
         return CacheInfo(self.root, len(self.entries()), sum(size for _, size, _ in self._evictable()))
 
     def clear(self) -> int:
-        """Remove every entry; returns how many there were."""
-        count = len(self.entries())
-        for child in self.root.iterdir():
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
-        return count
+        """Remove every entry, the staging area and the compiler's files, and nothing
+        else; returns how many entries there were."""
+        entries = self.entries()
+        for entry, _, _ in entries:
+            shutil.rmtree(entry, ignore_errors=True)
+        for shard in self.root.iterdir():
+            if _SHARD.fullmatch(shard.name) and shard.is_dir():
+                with contextlib.suppress(OSError):
+                    shard.rmdir()  # only once it is empty
+        for own in (_TMP, COMPILER_FILES):
+            shutil.rmtree(self.root / own, ignore_errors=True)
+        return len(entries)
+
+
+def _is_legacy_cache(root: Path) -> bool:
+    """A cache written before caches were marked: nothing but key shards, ``tmp/`` and
+    ``inductor/``, and at least one entry."""
+    found = False
+    for child in root.iterdir():
+        if child.name in (_TMP, COMPILER_FILES) and child.is_dir():
+            continue
+        if not (_SHARD.fullmatch(child.name) and child.is_dir()):
+            return False
+        for entry in child.iterdir():
+            if not (_KEY.fullmatch(entry.name) and entry.name.startswith(child.name) and entry.is_dir()):
+                return False
+            found = True
+    return found
 
 
 def _tree_bytes(directory: Path) -> int:
