@@ -454,3 +454,19 @@ def test_a_piece_output_in_another_layout_than_eager_is_repaired():
         torch.testing.assert_close(compiled(x), f(x))
     runners = {id(runner): runner for _, runner in backend._runners.values()}
     assert [r.name for r in runners.values() if r.layouts.watched] == ["submod_2"]
+
+
+def test_the_report_covers_every_graph_dynamo_compiled():
+    model, _ = models.build(2)
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler="eager")
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for tokens in (4, 1):  # Dynamo specialises a size of 1: a second graph
+            inputs = models.example_inputs(model.config, tokens)
+            torch.testing.assert_close(compiled(*inputs), model(*inputs))
+    assert len(backend.reports) == 2
+    report = backend.report
+    assert report.graphs == 2 and report.pieces == 10 and report.compiler_calls == 6
+    text = report.format()
+    assert text.startswith("fxsplit: 2 graphs, 10 pieces (6 compute, 0 sharing a compiled twin), 6 eager")
+    assert "0:submod_0" in text and "1:submod_4" in text

@@ -97,7 +97,8 @@ class PiecewiseBackend:
             source files Inductor generated, where it exposes them).
 
     After a compilation, ``report`` (:class:`fxsplit.CompileReport`) says what was
-    split and compiled, and how long it took; it is also logged at INFO.
+    split and compiled, and how long it took, over every graph compiled (``reports``
+    has one per graph); each graph's report is also logged at INFO.
 
     Example::
 
@@ -127,7 +128,6 @@ class PiecewiseBackend:
             root = None
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.dump_dir = dump_dir
-        self.report = CompileReport(compiler=self.compiler_name)
         self.reports: list[CompileReport] = []
         # compiled runners by sharing key, kept across compilations of this backend
         self._runners: dict[Hashable, tuple[str, PieceRunner]] = {}
@@ -160,12 +160,17 @@ class PiecewiseBackend:
             progress.close()
         self._runners.update(runners)
         report.compile_seconds = time.perf_counter() - start - report.split_seconds
-        self.report = report
         self.reports.append(report)
         log.info("%s", report.format())
         if self.dump_dir is not None:
             self._dump(gm, split, items, report)
         return split
+
+    @property
+    def report(self) -> CompileReport:
+        """What this backend compiled, over every graph Dynamo handed it (a batch of 1,
+        which Dynamo specialises, makes a second graph); ``reports`` has one per graph."""
+        return CompileReport.combine(self.reports, self.compiler_name)
 
     def _dump(self, gm: GraphModule, split: GraphModule, items: list[SplitItem], report: CompileReport) -> None:
         directory = Path(self.dump_dir) / f"graph_{len(self.reports) - 1}"  # type: ignore[arg-type]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 
@@ -21,6 +22,7 @@ class PieceRow:
     hash: str | None = None
     shared_with: str | None = None
     seconds: float = 0.0
+    graph: int = 0  # which of the backend's graphs (Dynamo may hand it several)
 
     @property
     def compiled(self) -> bool:
@@ -35,11 +37,13 @@ class Specialisation:
     size: int
     seconds: float
     cached: bool = False  # loaded from the persistent cache
+    graph: int = 0
 
 
 @dataclass
 class CompileReport:
-    """One compilation by :class:`fxsplit.PiecewiseBackend`.
+    """What :class:`fxsplit.PiecewiseBackend` compiled: one graph, or (from
+    :meth:`combine`) every graph Dynamo handed it, ``graphs`` of them.
 
     ``compiler_calls`` counts actual compiler invocations: one per distinct compute
     piece, plus one per specialised size compiled so far (``specialisations`` lists
@@ -58,14 +62,32 @@ class CompileReport:
     load_seconds: float = 0.0
     rows: list[PieceRow] = field(default_factory=list)
     specialisations: list[Specialisation] = field(default_factory=list)
+    graphs: int = 1
+
+    @classmethod
+    def combine(cls, reports: Sequence[CompileReport], compiler: str) -> CompileReport:
+        """One report over several graphs' reports (none: an empty one), their rows
+        marked with their graph."""
+        if len(reports) == 1:
+            return reports[0]
+        total = cls(compiler=compiler, graphs=len(reports))
+        for graph, report in enumerate(reports):
+            for name in ("pieces", "compute_pieces", "compiler_calls", "cache_hits", "cache_misses"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            for name in ("split_seconds", "compile_seconds", "load_seconds"):
+                setattr(total, name, getattr(total, name) + getattr(report, name))
+            total.rows += [replace(row, graph=graph) for row in report.rows]
+            total.specialisations += [replace(s, graph=graph) for s in report.specialisations]
+        return total
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def format(self) -> str:
         shared = sum(1 for r in self.rows if r.shared_with)
+        graphs = f"{self.graphs} graphs, " if self.graphs != 1 else ""
         lines = [
-            f"fxsplit: {self.pieces} pieces ({self.compute_pieces} compute, {shared} sharing a compiled twin), "
+            f"fxsplit: {graphs}{self.pieces} pieces ({self.compute_pieces} compute, {shared} sharing a compiled twin), "
             f"{self.compiler_calls} {self.compiler} compiler calls; "
             f"split {self.split_seconds * 1e3:.1f} ms, compile {self.compile_seconds:.2f} s; "
             f"cache {self.cache_hits} hits, {self.cache_misses} misses, {self.load_seconds:.2f} s loading",
@@ -73,13 +95,19 @@ class CompileReport:
         ]
         for r in self.rows:
             seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
-            lines.append(f"  {r.name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {r.shared_with or ''}")
+            name, twin = self._name(r.graph, r.name), self._name(r.graph, r.shared_with) if r.shared_with else ""
+            lines.append(f"  {name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {twin}")
         if self.specialisations:
             done = ", ".join(
-                f"{s.piece} at {s.size} ({'cache' if s.cached else f'{s.seconds:.2f} s'})" for s in self.specialisations
+                f"{self._name(s.graph, s.piece)} at {s.size} ({'cache' if s.cached else f'{s.seconds:.2f} s'})"
+                for s in self.specialisations
             )
             lines.append(f"  compiled for one size: {done}")
         return "\n".join(lines)
+
+    def _name(self, graph: int, piece: str) -> str:
+        """A piece's name, with its graph where there are several."""
+        return f"{graph}:{piece}" if self.graphs > 1 else piece
 
 
 class Progress:
