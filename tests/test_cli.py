@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from fxsplit.tools import cli
 
@@ -68,6 +73,157 @@ def test_warm_table_judges_each_warm_run():
     assert "[met] warm: warm <= 0.2x cold (0.15x)" in text
 
 
-def test_plot_does_not_apply_to_compile_bench():
-    with pytest.raises(SystemExit, match="does not apply to --compile"):
-        cli.main(["bench", "--compile", "--plot", "x.png"])
+def test_plot_does_not_apply_to_compile_bench(capsys):
+    assert cli.main(["bench", "--compile", "--plot", "x.png"]) == 2
+    assert capsys.readouterr().err == "fxsplit: --plot draws the split benchmark; it does not apply to --compile\n"
+
+
+# A newcomer's first hour: the cache never deletes what is not fxsplit's, and every
+# expected error is one line
+
+
+def run_cli(*args: str, cwd: Path | None = None, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """``fxsplit ARGS`` in a fresh process (``prelude`` runs first)."""
+    code = f"{prelude}\nimport sys\nfrom fxsplit.tools.cli import main\nsys.exit(main({list(args)!r}))"
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+def test_cache_clear_leaves_a_directory_that_is_not_a_cache_alone(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("years of work")
+    (tmp_path / "ab").mkdir()
+    assert cli.main(["cache", "clear", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"fxsplit: {tmp_path} is not an fxsplit cache (it has no FXSPLIT-CACHE file) and is not empty"
+    )
+    assert (tmp_path / "thesis.tex").read_text() == "years of work" and (tmp_path / "ab").is_dir()
+
+
+def test_cache_info_on_a_missing_directory_creates_nothing(tmp_path, capsys):
+    missing = tmp_path / "some" / "new" / "deep" / "path"
+    assert cli.main(["cache", "info", "--dir", str(missing)]) == 0
+    assert capsys.readouterr().out == f"{missing}: no fxsplit cache there\n"
+    assert not (tmp_path / "some").exists()
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    code = "import sys\nfrom fxsplit.tools.cli import main\nsys.exit(main(['inspect', '--layers', '4', '--json']))"
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline()
+    process.stdout.close()  # as `| head -1` does
+    _, err = process.communicate(timeout=600)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("layers", ["0", "-3", "x"])
+def test_inspect_layers_must_be_positive(layers, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["inspect", "--layers", layers])
+    assert exit_.value.code == 2
+    assert f"argument --layers: expected a positive integer, got '{layers}'" in capsys.readouterr().err
+
+
+def test_an_unknown_splitting_op_is_one_line(capsys):
+    assert cli.main(["inspect", "--layers", "1", "--splitting-ops", "nosuch::op"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fxsplit: --splitting-ops: splitting op 'nosuch::op' is not a registered op;")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_dump_into_a_file_is_one_line(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("x")
+    assert cli.main(["inspect", "--layers", "1", "--dump", str(target)]) == 2
+    assert capsys.readouterr().err == (
+        f"fxsplit: --dump {str(target)!r} is a file; name a directory (it is created if it does not exist)\n"
+    )
+
+
+def test_model_factory_is_found_in_the_current_directory(tmp_path):
+    (tmp_path / "tinymodel.py").write_text(
+        "import torch\n"
+        "def factory():\n"
+        "    f = lambda x: torch.nn.functional.scaled_dot_product_attention(x, x, x).relu()\n"
+        "    return f, (torch.randn(1, 2, 4, 8),)\n"
+    )
+    done = run_cli("inspect", "--model", "tinymodel:factory", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "2 pieces: 1 compute (1 distinct), 1 splitting" in done.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["inspect", "--help"], ["bench", "--help"], ["--version"]])
+def test_help_and_version_answer_without_torch(args):
+    done = run_cli(*args, prelude="import atexit, sys\natexit.register(lambda: print('torch' in sys.modules))")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("False")
+
+
+def test_version_everywhere():
+    import importlib.metadata
+
+    import fxsplit
+
+    assert fxsplit.__version__ == importlib.metadata.version("fxsplit")
+    done = subprocess.run(
+        [sys.executable, "-m", "fxsplit", "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, f"fxsplit {fxsplit.__version__}\n")
+
+
+def test_help_names_every_default_cache_place(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["cache", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "$FXSPLIT_CACHE_DIR, else $XDG_CACHE_HOME/fxsplit, else ~/.cache/fxsplit" in text
+
+
+def test_inspect_prints_the_split_graph_right_after_its_heading(capsys):
+    assert cli.main(["inspect", "--layers", "1"]) == 0
+    assert "\nsplit graph:\ndef forward(" in capsys.readouterr().out
+
+
+def test_the_backend_name_works_without_importing_fxsplit():
+    code = (
+        "import sys, torch\n"
+        "f = lambda q: torch.nn.functional.scaled_dot_product_attention(q, q, q).relu() + 1\n"
+        "q = torch.randn(1, 2, 4, 8)\n"
+        "torch.testing.assert_close(torch.compile(f, backend='fxsplit', dynamic=True)(q), f(q))\n"
+        "print('fxsplit' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, check=False)
+    assert (done.returncode, done.stdout) == (0, "True\n"), done.stderr
+
+
+def test_no_numpy_warning_on_a_machine_without_numpy():
+    done = run_cli("inspect", "--layers", "1", prelude="import sys\nsys.modules['numpy'] = None")
+    assert done.returncode == 0, done.stderr
+    assert "NumPy" not in done.stderr and "Warning" not in done.stderr
+
+
+def test_bench_pins_and_prints_threads_and_load(capsys):
+    assert cli.main(["bench", "--layers", "1", "--reps", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"1 torch thread\(s\); load average [\d.]+ [\d.]+ [\d.]+ \(1, 5, 15 min\) on \d+ cores", out)
+    assert torch.get_num_threads() == 1
+    assert cli.main(["bench", "--layers", "1", "--reps", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["threads"] == 1 and len(report["load_average"]) == 3
+
+
+def test_plot_has_a_panel_per_measure_log_times_and_whole_layer_ticks(tmp_path, monkeypatch):
+    figure_module = pytest.importorskip("matplotlib.figure")
+    from fxsplit.tools import bench
+
+    results = [bench.bench_depth(layers, 1) for layers in (1, 2)]
+    figures = []
+    monkeypatch.setattr(figure_module.Figure, "savefig", lambda self, *a, **k: figures.append(self))
+    bench.plot(results, str(tmp_path / "x.png"))
+    (figure,) = figures
+    split, first_call = figure.axes
+    assert "first call" in first_call.get_title()
+    assert split.get_yscale() == first_call.get_yscale() == "log"
+    assert list(split.get_xticks()) == [1, 2]
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert any("floor: one copy of the graph" in label for label in labels)

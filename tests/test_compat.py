@@ -108,12 +108,6 @@ def test_dynamo_backend_lookup_and_its_fallback(monkeypatch):
     torch.testing.assert_close(compile_piece(gm, [x])(x), gm(x))
 
 
-def test_backend_registration_and_its_absence(monkeypatch):
-    assert "fxsplit" in torch._dynamo.list_backends()
-    hide(monkeypatch, "register_backend")
-    assert _compat.register_dynamo_backend("fxsplit_unused", lambda gm, inputs: gm) is False
-
-
 def test_without_standalone_compile_inductor_pieces_are_compiled_but_not_saved(monkeypatch, tmp_path):
     hide(monkeypatch, "standalone_compile")
 

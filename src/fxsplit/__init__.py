@@ -1,26 +1,50 @@
-"""fxsplit: fast, lazy graph splitting for piecewise torch.compile."""
+"""fxsplit: fast, lazy graph splitting for piecewise torch.compile.
 
-from collections.abc import Callable as _Callable
-from typing import Any as _Any
+The public names below load on first use, so that ``import fxsplit`` (and the
+``fxsplit`` command's ``--help`` and ``--version``) does not import torch.
+``torch.compile(model, backend="fxsplit")`` needs no import at all: the backend is
+registered under torch's ``torch_dynamo_backends`` entry points.
 
-from torch.fx import GraphModule as _GraphModule
+Example::
 
-from . import _compat
-from .compile.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
-from .compile.cache import UnsafeCacheDirError
-from .compile.compilers import COMPILER_NAMES
-from .compile.report import CompileReport, PieceRow
-from .split.lazy import LazyGraphModule
-from .split.ops import SplittingOp, matcher
-from .split.plan import PartitionCycleError
-from .split.splitters import SplitItem, split_graph, split_module
-from .tools.capture import capture_graph
+    import fxsplit
+
+    split_gm, items = fxsplit.split_graph(gm, ["vllm::unified_attention"])
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.2.0"
+
+# public name -> the module that defines it
+_HOMES = {
+    "COMPILER_NAMES": ".compile.compilers",
+    "DEFAULT_SPLITTING_OPS": ".compile.backend",
+    "CompileReport": ".compile.report",
+    "LazyGraphModule": ".split.lazy",
+    "NotACacheDirError": ".compile.cache",
+    "PartitionCycleError": ".split.plan",
+    "PieceCompileError": ".compile.backend",
+    "PieceRow": ".compile.report",
+    "PiecewiseBackend": ".compile.backend",
+    "SplitItem": ".split.splitters",
+    "SplittingOp": ".split.ops",
+    "UnsafeCacheDirError": ".compile.cache",
+    "capture_graph": ".tools.capture",
+    "matcher": ".split.ops",
+    "split_graph": ".split.splitters",
+    "split_module": ".split.splitters",
+}
 
 __all__ = [
     "COMPILER_NAMES",
     "DEFAULT_SPLITTING_OPS",
     "CompileReport",
     "LazyGraphModule",
+    "NotACacheDirError",
     "PartitionCycleError",
     "PieceCompileError",
     "PieceRow",
@@ -28,16 +52,33 @@ __all__ = [
     "SplitItem",
     "SplittingOp",
     "UnsafeCacheDirError",
+    "__version__",
     "capture_graph",
     "matcher",
     "split_graph",
     "split_module",
 ]
 
+if TYPE_CHECKING:
+    from .compile.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
+    from .compile.cache import NotACacheDirError, UnsafeCacheDirError
+    from .compile.compilers import COMPILER_NAMES
+    from .compile.report import CompileReport, PieceRow
+    from .split.lazy import LazyGraphModule
+    from .split.ops import SplittingOp, matcher
+    from .split.plan import PartitionCycleError
+    from .split.splitters import SplitItem, split_graph, split_module
+    from .tools.capture import capture_graph
 
-def _default_backend(gm: _GraphModule, example_inputs: list[_Any]) -> _Callable[..., _Any]:
-    """``torch.compile(model, backend="fxsplit")``: PiecewiseBackend with its defaults."""
-    return PiecewiseBackend()(gm, example_inputs)
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'fxsplit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
 
 
-_compat.register_dynamo_backend("fxsplit", _default_backend)
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -118,15 +118,6 @@ def dynamo_backend(name: str) -> Callable[..., Any]:
     return compile_on_first_call
 
 
-def register_dynamo_backend(name: str, compiler_fn: Callable[..., Any]) -> bool:
-    """Make ``torch.compile(backend=name)`` find ``compiler_fn``; False where it cannot."""
-    register = _private("torch._dynamo", "register_backend")
-    if register is None:
-        return False
-    register(compiler_fn, name=name)
-    return True
-
-
 def dynamo_restart_exceptions() -> tuple[type[BaseException], ...]:
     """Exceptions by which Dynamo asks to trace the frame again: a backend must let
     them through untouched."""

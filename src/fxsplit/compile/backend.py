@@ -340,6 +340,18 @@ class PiecewiseBackend:
             )
 
 
+def compile_with_defaults(gm: GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+    """``torch.compile(model, backend="fxsplit")``: a :class:`PiecewiseBackend` with its
+    defaults. torch finds it under the ``torch_dynamo_backends`` entry points, so the
+    name works without importing fxsplit.
+
+    Example::
+
+        compiled = torch.compile(model, backend="fxsplit", dynamic=True)
+    """
+    return PiecewiseBackend()(gm, example_inputs)
+
+
 def _dispatch_symbol(gm: GraphModule) -> str | None:
     """The size that compiled pieces dispatch on: the first dynamic size among the
     graph's inputs, in Dynamo's order (a flat batch's token count; a (batch, sequence)

@@ -1,4 +1,9 @@
-"""The ``fxsplit`` command line."""
+"""The ``fxsplit`` command line.
+
+Nothing here imports torch until a command runs, so ``--help`` and ``--version``
+answer at once. An expected error (a bad argument, a directory that is not a cache)
+prints one ``fxsplit: ...`` line naming the problem and the fix, and exits non-zero.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,28 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from .targets import Check, format_checks, results_json
+from .. import __version__
+from .targets import Check, format_checks, format_machine, machine, results_json
+
+
+class UsageError(Exception):
+    """An error in what the user asked for: printed as one line, exit status 2."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _layer_list(text: str) -> list[int]:
@@ -32,17 +54,26 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.plot:
         bench.require_matplotlib()
+    _pin_threads(args)
     results = []
     for layers in args.layers or [28]:
         if not args.json:
             print(f"capturing and splitting the synthetic model at {layers} layers ...", file=sys.stderr, flush=True)
         results.append(bench.bench_depth(layers, args.reps))
-    _print_results(results, bench.target_checks(results), bench.format_table(results), args.json)
+    _print_results(results, bench.target_checks(results), bench.format_table(results), args)
     if args.plot:
         bench.plot(results, args.plot)
         if not args.json:
             print(f"\nplot written to {args.plot}")
     return 0
+
+
+def _pin_threads(args: argparse.Namespace) -> None:
+    """Run torch with the asked-for threads (the benchmarks' own processes inherit it)."""
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    torch.set_num_threads(args.threads)
 
 
 def _warm_bench(args: argparse.Namespace) -> int:
@@ -51,13 +82,15 @@ def _warm_bench(args: argparse.Namespace) -> int:
     from . import compile_bench
 
     layers = (args.layers or [28])[0]
+    _pin_threads(args)
     if not args.json:
         print(f"cold then warm start of fxsplit at {layers} layers ...", file=sys.stderr, flush=True)
     runs = compile_bench.warm_start(layers)
     if args.json:
-        print(json.dumps({name: asdict(r) for name, r in runs.items()}, indent=2))
+        print(json.dumps({"machine": machine(args.threads), **{name: asdict(r) for name, r in runs.items()}}, indent=2))
     else:
         print(compile_bench.format_warm(layers, runs))
+        print(format_machine(machine(args.threads)))
     return 0
 
 
@@ -65,45 +98,59 @@ def _compile_bench(args: argparse.Namespace) -> int:
     from . import compile_bench
 
     if args.plot:
-        raise SystemExit("fxsplit: --plot draws the split benchmark; it does not apply to --compile")
+        raise UsageError("--plot draws the split benchmark; it does not apply to --compile")
+    _pin_threads(args)
     results = compile_bench.run(args.layers or [2, 8, 28], progress=not args.json)
-    _print_results(results, compile_bench.target_checks(results), compile_bench.format_table(results), args.json)
+    _print_results(results, compile_bench.target_checks(results), compile_bench.format_table(results), args)
     return 0
 
 
-def _print_results(results: Sequence[Any], checks: list[Check], table: str, as_json: bool) -> None:
-    """A benchmark's results and its targets, as a table or as JSON."""
-    if as_json:
-        print(results_json(results, checks))
+def _print_results(results: Sequence[Any], checks: list[Check], table: str, args: argparse.Namespace) -> None:
+    """A benchmark's results and its targets, as a table or as JSON, with the machine
+    they were measured on."""
+    if args.json:
+        print(results_json(results, checks, machine(args.threads)))
         return
     print(table)
     if checks:
         print("\n" + format_checks(checks))
+    print(format_machine(machine(args.threads)))
 
 
 def _load_factory(spec: str) -> Any:
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
-        raise SystemExit(f"fxsplit: --model takes module:factory, got {spec!r}")
+        raise UsageError(f"--model takes module:factory, got {spec!r}")
+    # as `python -m` does: a module beside the caller comes first
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise SystemExit(f"fxsplit: cannot load --model {spec!r}: {error}") from None
+        raise UsageError(f"cannot load --model {spec!r}: {error}") from None
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    if args.dump and os.path.exists(args.dump) and not os.path.isdir(args.dump):
+        raise UsageError(f"--dump {args.dump!r} is a file; name a directory (it is created if it does not exist)")
     import torch
 
     from ..compile.backend import DEFAULT_SPLITTING_OPS
     from ..compile.dump import write_dump
+    from ..split.ops import matcher
     from ..split.splitters import split_graph
     from . import inspection, models
     from .capture import capture_graph
 
+    if args.splitting_ops:
+        try:
+            matcher(args.splitting_ops)  # an unknown op fails here, before the model is built
+        except ValueError as error:
+            raise UsageError(f"--splitting-ops: {error}") from None
     if args.model:
         built = _load_factory(args.model)()
         if not (isinstance(built, tuple) and len(built) == 2):
-            raise SystemExit("fxsplit: the --model factory must return (model, example_inputs)")
+            raise UsageError("the --model factory must return (model, example_inputs)")
         model, inputs = built
         default_ops: list[Any] = list(DEFAULT_SPLITTING_OPS)
     else:
@@ -113,12 +160,13 @@ def _inspect(args: argparse.Namespace) -> int:
         gm, _ = capture_graph(model, inputs)
     split, items = split_graph(gm, args.splitting_ops or default_ops)
     rows = inspection.describe(items)
+    code = split.code.strip("\n")
     if args.json:
-        print(json.dumps({"pieces": inspection.rows_as_dicts(rows), "split_graph": split.code}, indent=2))
+        print(json.dumps({"pieces": inspection.rows_as_dicts(rows), "split_graph": code}, indent=2))
     else:
         print(inspection.format_table(rows))
         print("\nsplit graph:")
-        print(split.code)
+        print(code)
     if args.dump:
         where = write_dump(args.dump, gm, split, items, {"pieces": inspection.rows_as_dicts(rows)})
         print(f"wrote {len(items) + 2} code files and report.json to {where}", file=sys.stderr)
@@ -128,13 +176,19 @@ def _inspect(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..compile.cache import PieceCache, default_cache_dir
+    from ..compile.cache import NotACacheDirError, PieceCache, UnsafeCacheDirError, default_cache_dir
 
-    root = Path(args.dir) if args.dir else default_cache_dir()
+    root = Path(args.dir).expanduser() if args.dir else default_cache_dir()
     if root is None:
-        print("fxsplit cache is disabled (FXSPLIT_DISABLE_CACHE=1); pass --dir to name one")
+        raise UsageError("the cache is disabled (FXSPLIT_DISABLE_CACHE=1); pass --dir to name one")
+    try:
+        cache = PieceCache(root, create=False)
+    except FileNotFoundError:
+        print(f"{root}: no fxsplit cache there")
+        return 0
+    except (NotACacheDirError, UnsafeCacheDirError) as error:
+        print(f"fxsplit: {error}", file=sys.stderr)
         return 1
-    cache = PieceCache(root)
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {root}")
     else:
@@ -147,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fxsplit", description="Fast, lazy FX graph splitting for piecewise torch.compile."
     )
+    parser.add_argument("--version", action="version", version=f"fxsplit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser("bench", help="time fxsplit's splitter against torch's on the built-in synthetic model")
     bench.add_argument(
@@ -162,14 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--warm", action="store_true", help="fxsplit's cold start against a warm one from its cache (default 28 layers)"
     )
-    bench.add_argument("--reps", type=int, default=7, help="timed repetitions per variant (default 7)")
+    bench.add_argument("--reps", type=_positive, default=7, help="timed repetitions per variant (default 7)")
+    bench.add_argument(
+        "--threads", type=_positive, default=1, help="torch threads to run with, printed with the results (default 1)"
+    )
     bench.add_argument("--json", action="store_true", help="print machine-readable results")
     bench.add_argument("--plot", metavar="FILE.png", help="draw split time against layers (needs matplotlib)")
     bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser("inspect", help="show how a model splits: pieces, twins and the split graph")
     source = inspect.add_mutually_exclusive_group()
-    source.add_argument("--layers", type=int, default=4, help="layers of the built-in synthetic model (default 4)")
+    source.add_argument(
+        "--layers", type=_positive, default=4, help="layers of the built-in synthetic model (default 4)"
+    )
     source.add_argument("--model", metavar="MODULE:FACTORY", help="a function returning (model, example_inputs)")
     inspect.add_argument(
         "--splitting-ops", nargs="+", metavar="OP", help="op names to split at (default: the model's attention)"
@@ -180,17 +240,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = commands.add_parser("cache", help="show or empty the cache of compiled pieces")
     cache.add_argument("action", choices=["info", "clear"])
-    cache.add_argument("--dir", help="the cache directory (default: $FXSPLIT_CACHE_DIR or ~/.cache/fxsplit)")
+    cache.add_argument(
+        "--dir",
+        help="the cache directory (default: $FXSPLIT_CACHE_DIR, else $XDG_CACHE_HOME/fxsplit, else ~/.cache/fxsplit)",
+    )
     cache.set_defaults(run=_cache)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fxsplit`` command; returns its exit status."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # torch warns at import when NumPy is missing; fxsplit never needs NumPy
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     args = build_parser().parse_args(argv)
-    if getattr(args, "reps", 1) < 1:
-        raise SystemExit("fxsplit: --reps must be at least 1")
-    return int(args.run(args))
+    try:
+        return int(args.run(args))
+    except UsageError as error:
+        print(f"fxsplit: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away (`fxsplit inspect | head`): stop quietly, as Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":
