@@ -243,9 +243,9 @@ def plot(results: Sequence[DepthResult], path: str) -> None:
     depths = [r.layers for r in results]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharex=True)
     panels = (("split", "split_min_ms"), ("split + first call of the split model", "first_call_min_ms"))
-    for ax, (title, field) in zip(axes, panels):
+    for ax, (title, measure) in zip(axes, panels):
         for name in [v.name for v in results[0].variants]:
-            times = [getattr(r.variant(name), field) for r in results]
+            times = [getattr(r.variant(name), measure) for r in results]
             if any(t is None for t in times):
                 continue  # graph_copy has nothing to call
             label = "graph_copy (floor: one copy of the graph, no split)" if "floor" in name else name
