@@ -15,7 +15,7 @@ import torch
 from conftest import SPLIT_HERE, hf_gpt2, hf_llama, hf_mixtral, logits_of
 
 import fxsplit
-import fxsplit.compile.cache
+import fxsplit.compilation.cache
 from fxsplit import _compat
 from fxsplit.tools import models
 
@@ -283,7 +283,7 @@ def test_a_cache_that_cannot_be_written_warns_but_compiles(tmp_path, monkeypatch
     def disk_full(self, key, write, description):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fxsplit.compile.cache.PieceCache, "store", disk_full)
+    monkeypatch.setattr(fxsplit.compilation.cache.PieceCache, "store", disk_full)
     backend = fxsplit.PiecewiseBackend(compiler="inductor", cache_dir=tmp_path)
     compiled = compile_model(f, backend)
     x = torch.randn(4, 8)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fxsplit.compile.cache import (
+from fxsplit.compilation.cache import (
     ARTIFACT,
     CACHEDIR_TAG,
     COMPILER_FILES,

@@ -8,7 +8,7 @@ import torch
 from conftest import hf_llama, logits_of
 
 import fxsplit
-from fxsplit.compile.cache import PieceCache
+from fxsplit.compilation.cache import PieceCache
 from fxsplit.tools import cli, models
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from fxsplit.compile.report import CompileReport, PieceRow, Progress
+from fxsplit.compilation.report import CompileReport, PieceRow, Progress
 
 
 class Terminal(io.StringIO):

@@ -21,18 +21,18 @@ __version__ = "0.2.0"
 
 # public name -> the module that defines it
 _HOMES = {
-    "COMPILER_NAMES": ".compile.compilers",
-    "DEFAULT_SPLITTING_OPS": ".compile.backend",
-    "CompileReport": ".compile.report",
+    "COMPILER_NAMES": ".compilation.compilers",
+    "DEFAULT_SPLITTING_OPS": ".compilation.backend",
+    "CompileReport": ".compilation.report",
     "LazyGraphModule": ".split.lazy",
-    "NotACacheDirError": ".compile.cache",
+    "NotACacheDirError": ".compilation.cache",
     "PartitionCycleError": ".split.plan",
-    "PieceCompileError": ".compile.backend",
-    "PieceRow": ".compile.report",
-    "PiecewiseBackend": ".compile.backend",
+    "PieceCompileError": ".compilation.backend",
+    "PieceRow": ".compilation.report",
+    "PiecewiseBackend": ".compilation.backend",
     "SplitItem": ".split.splitters",
     "SplittingOp": ".split.ops",
-    "UnsafeCacheDirError": ".compile.cache",
+    "UnsafeCacheDirError": ".compilation.cache",
     "capture_graph": ".tools.capture",
     "matcher": ".split.ops",
     "split_graph": ".split.splitters",
@@ -60,10 +60,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .compile.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
-    from .compile.cache import NotACacheDirError, UnsafeCacheDirError
-    from .compile.compilers import COMPILER_NAMES
-    from .compile.report import CompileReport, PieceRow
+    from .compilation.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
+    from .compilation.cache import NotACacheDirError, UnsafeCacheDirError
+    from .compilation.compilers import COMPILER_NAMES
+    from .compilation.report import CompileReport, PieceRow
     from .split.lazy import LazyGraphModule
     from .split.ops import SplittingOp, matcher
     from .split.plan import PartitionCycleError

@@ -135,8 +135,8 @@ def _inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"--dump {args.dump!r} is a file; name a directory (it is created if it does not exist)")
     import torch
 
-    from ..compile.backend import DEFAULT_SPLITTING_OPS
-    from ..compile.dump import write_dump
+    from ..compilation.backend import DEFAULT_SPLITTING_OPS
+    from ..compilation.dump import write_dump
     from ..split.ops import matcher
     from ..split.splitters import split_graph
     from . import inspection, models
@@ -176,7 +176,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _cache(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..compile.cache import NotACacheDirError, PieceCache, UnsafeCacheDirError, default_cache_dir
+    from ..compilation.cache import NotACacheDirError, PieceCache, UnsafeCacheDirError, default_cache_dir
 
     root = Path(args.dir).expanduser() if args.dir else default_cache_dir()
     if root is None:

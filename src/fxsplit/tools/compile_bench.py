@@ -49,7 +49,7 @@ class CompileResult:
 def _worker(mode: str, layers: int, steady_reps: int) -> CompileResult:
     import torch
 
-    from ..compile.backend import PiecewiseBackend
+    from ..compilation.backend import PiecewiseBackend
     from . import models
 
     model, inputs = models.build(layers, tokens=TOKENS, **MODEL_SIZES)

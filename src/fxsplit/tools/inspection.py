@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..compile.dedup import digest, piece_key, piece_structure
+from ..compilation.dedup import digest, piece_key, piece_structure
 from ..split.lazy import node_count
 from ..split.splitters import SplitItem
 

@@ -60,7 +60,7 @@ graphs do (every aten overload this torch has)."""
 
 
 DEFAULT_CACHE_DIR = "default"
-"""``cache_dir`` value meaning :func:`fxsplit.compile.cache.default_cache_dir`."""
+"""``cache_dir`` value meaning :func:`fxsplit.compilation.cache.default_cache_dir`."""
 
 
 class PieceCompileError(RuntimeError):
