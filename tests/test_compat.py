@@ -211,10 +211,24 @@ def test_tracing_with_a_fake_mode_and_without_torchs_tracing_context(monkeypatch
 def test_persistent_compiler_compiles_with_own_fake_mode_only_where_torch_can(monkeypatch):
     store = _compat.persistent_compiler()
     assert store is not None and store.compile_with is not None
+
+    def older(gm, inputs, *, dynamic_shapes="from_graph", aot=False):
+        return gm
+
+    monkeypatch.setattr(torch._inductor, "standalone_compile", older)
+    assert _compat.persistent_compiler().compile_with is None
     monkeypatch.setattr(torch._inductor, "standalone_compile", lambda gm, inputs, *, dynamic_shapes="from_graph": gm)
-    assert _compat.persistent_compiler().compile_with is None  # an older standalone_compile
+    assert _compat.persistent_compiler() is None  # no artifact that serializes to bytes
     hide(monkeypatch, "standalone_compile")
     assert _compat.persistent_compiler() is None
+
+
+def test_a_piece_compiled_to_bytes_runs_again_from_them():
+    store = _compat.persistent_compiler()
+    gm, args = fxsplit.capture_graph(lambda x: (x.sin() * 2,), (torch.randn(5),))
+    compiled = store.compile(gm, args)
+    again = store.deserialize(store.serialize(compiled))
+    torch.testing.assert_close(again(*args), gm(*args))
 
 
 def test_plain_tensors_with_and_without_torchs_fake_tensors(monkeypatch):

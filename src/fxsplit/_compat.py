@@ -212,41 +212,43 @@ def inductor_cache_at(directory: str) -> contextlib.AbstractContextManager[Any]:
 
 @dataclasses.dataclass(frozen=True)
 class PersistentCompiler:
-    """Inductor's compile-to-artifact and load, where this torch has them.
+    """Inductor's compile-to-bytes, where this torch has it.
 
     ``compile(gm, inputs)`` compiles for the shapes in the graph (Dynamo's, with its
     guards); ``compile_with(gm, inputs, fake_mode)`` compiles for example inputs that
-    live in a fake mode of their own (None where this torch cannot).
+    live in a fake mode of their own (None where this torch cannot). Both return a
+    callable that ``serialize`` turns into bytes, and ``deserialize`` back.
     """
 
     compile: Callable[[torch.fx.GraphModule, list[Any]], Any]
     compile_with: Callable[[torch.fx.GraphModule, list[Any], Any], Any] | None
-    load: Callable[[str], Any]
+    serialize: Callable[[Any], bytes]
+    deserialize: Callable[[bytes], Any]
 
 
 def persistent_compiler() -> PersistentCompiler | None:
-    """Inductor's ``standalone_compile`` and ``CompiledArtifact.load`` where this torch
-    has them.
+    """Inductor's ``standalone_compile(aot=True)`` and ``AOTCompiledArtifact`` where
+    this torch has them: a compiled piece as bytes, which need nothing but Inductor's
+    cache directory to run again (on CPU, the kernel libraries stay there).
 
     Without them, compiled pieces cannot be saved; fxsplit then relies on Inductor's
     own caches and compiles as usual.
     """
     standalone = _private("torch._inductor", "standalone_compile")
-    artifact = _private("torch._inductor", "CompiledArtifact")
-    if standalone is None or artifact is None:
+    artifact = _private("torch._inductor.standalone_compile", "AOTCompiledArtifact")
+    if standalone is None or artifact is None or "aot" not in inspect.signature(standalone).parameters:
         return None
 
     def compile_(gm: torch.fx.GraphModule, inputs: list[Any]) -> Any:
-        return standalone(gm, inputs, dynamic_shapes="from_graph")
+        return standalone(gm, inputs, dynamic_shapes="from_graph", aot=True)
 
     def compile_with(gm: torch.fx.GraphModule, inputs: list[Any], fake_mode: Any) -> Any:
-        return standalone(gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fake_mode)
-
-    def load(path: str) -> Any:
-        return artifact.load(path=path, format="binary")
+        return standalone(gm, inputs, dynamic_shapes="from_example_inputs", fake_mode=fake_mode, aot=True)
 
     takes_fake_mode = "fake_mode" in inspect.signature(standalone).parameters
-    return PersistentCompiler(compile_, compile_with if takes_fake_mode else None, load)
+    return PersistentCompiler(
+        compile_, compile_with if takes_fake_mode else None, lambda compiled: compiled.serialize(), artifact.deserialize
+    )
 
 
 def size_hints(shape_env: Any) -> dict[Any, Any]:

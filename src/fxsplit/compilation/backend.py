@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,8 @@ class PiecewiseBackend:
         self.reports: list[CompileReport] = []
         # compiled runners by sharing key, kept across compilations of this backend
         self._runners: dict[Hashable, tuple[str, PieceRunner]] = {}
+        # the bytes of every piece compiled with Inductor, by id of the compiled callable
+        self._blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
     def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
         report = CompileReport(compiler=self.compiler_name)
@@ -281,29 +284,45 @@ class PiecewiseBackend:
         in_memory: Callable[[], Callable[..., Any]],
         persistent: Callable[[_compat.PersistentCompiler], Any] | None,
     ) -> Callable[..., Any]:
-        """A piece compiled for the general shape (``size`` None) or for one size: from
-        the persistent cache when it has it, else by ``persistent`` (then saved), else
-        by ``in_memory``."""
-        cache, store = self.cache, self._persistent
-        entry = None
-        if cache is not None and store is not None and persistent is not None and key is not None:
-            entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
+        """A piece compiled for the general shape (``size`` None) or for one size.
+
+        With Inductor's compile-to-bytes (``persistent``): from the persistent cache
+        when it has the piece, else compiled and saved there; the bytes are kept
+        (``blob``) for whole-model artifacts. Otherwise by ``in_memory``.
+        """
         # a specialised compile runs outside Dynamo's trace: no restart can happen there
         restarts = size is None
-        if cache is None or store is None or persistent is None or entry is None:
+        store = self._persistent
+        if store is None or persistent is None:
             return self._call_compiler(item, in_memory, report, restarts)
+        cache = self.cache
+        entry = None
+        if cache is not None and key is not None:
+            entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
         # the kernels a loaded artifact needs are built, or found, where the cache is
-        with _compat.inductor_cache_at(str(cache.compiler_files())):
-            started = time.perf_counter()
-            loaded = cache.load(entry, lambda path: store.load(str(path)))
-            if loaded is not None:
-                report.cache_hits += 1
-                report.load_seconds += time.perf_counter() - started
-                return loaded
-            report.cache_misses += 1
-            artifact = self._call_compiler(item, partial(persistent, store), report, restarts)
-        self._save(cache, entry, item, artifact, size)
-        return artifact
+        with _compat.inductor_cache_at(str(cache.compiler_files())) if cache is not None else nullcontext():
+            if cache is not None and entry is not None:
+                started = time.perf_counter()
+                loaded = cache.load(entry, lambda path: _loaded(store, path.read_bytes()))
+                if loaded is not None:
+                    report.cache_hits += 1
+                    report.load_seconds += time.perf_counter() - started
+                    return self._keep(*loaded)
+                report.cache_misses += 1
+            compiled = self._call_compiler(item, partial(persistent, store), report, restarts)
+        blob = store.serialize(compiled)
+        if cache is not None and entry is not None:
+            self._save(cache, entry, item, blob, size)
+        return self._keep(compiled, blob)
+
+    def _keep(self, compiled: Callable[..., Any], blob: bytes) -> Callable[..., Any]:
+        self._blobs[id(compiled)] = (compiled, blob)
+        return compiled
+
+    def blob(self, compiled: Any) -> bytes | None:
+        """The bytes of a piece this backend compiled with Inductor, else None."""
+        kept = self._blobs.get(id(compiled))
+        return kept[1] if kept is not None and kept[0] is compiled else None
 
     def _call_compiler(
         self, item: SplitItem, compile_piece: Callable[[], Any], report: CompileReport, restarts: bool = True
@@ -322,7 +341,7 @@ class PiecewiseBackend:
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
 
-    def _save(self, cache: PieceCache, entry: str, item: SplitItem, artifact: Any, size: int | None) -> None:
+    def _save(self, cache: PieceCache, entry: str, item: SplitItem, blob: bytes, size: int | None) -> None:
         """Keep a compiled piece for later processes; failing to is worth a warning, not a crash."""
         description = {
             "piece": item.submod_name,
@@ -331,13 +350,17 @@ class PiecewiseBackend:
             "size": size,
         }
         try:
-            cache.store(entry, lambda path: artifact.save(path=str(path), format="binary"), description)
+            cache.store(entry, lambda path: path.write_bytes(blob), description)
         except (OSError, RuntimeError) as error:
             log.warning(
                 "fxsplit: could not save %s to the cache (%s); it will be compiled again next time",
                 item.submod_name,
                 error,
             )
+
+
+def _loaded(store: _compat.PersistentCompiler, blob: bytes) -> tuple[Callable[..., Any], bytes]:
+    return store.deserialize(blob), blob
 
 
 def compile_with_defaults(gm: GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
@@ -410,11 +433,26 @@ def _sizes(value: Any) -> list[torch.SymInt | torch.SymBool]:
 
 
 def _generated_source(compiled: Any) -> str | None:
-    """The source file Inductor generated for a compiled piece, where it exposes one."""
-    for candidate in (compiled, getattr(compiled, "_compiled_fn", None)):
-        code = getattr(getattr(candidate, "current_callable", None), "__code__", None)
+    """The source file Inductor generated for a compiled piece, where it exposes one:
+    the code of the ``current_callable`` found through the wrappers around it."""
+    for _ in range(4):
+        code = getattr(getattr(compiled, "current_callable", None), "__code__", None)
         if code is not None:
             return str(code.co_filename)
+        compiled = (
+            next(
+                (
+                    vars(compiled)[name]
+                    for name in ("inner_fn", "compiled_fn", "_compiled_fn")
+                    if name in vars(compiled)
+                ),
+                None,
+            )
+            if hasattr(compiled, "__dict__")
+            else None
+        )
+        if compiled is None:
+            return None
     return None
 
 

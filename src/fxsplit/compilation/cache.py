@@ -152,7 +152,7 @@ class PieceCache:
         os.utime(entry)  # recency, for eviction
         return loaded
 
-    def store(self, key: str, write: Callable[[Path], None], description: dict[str, Any]) -> None:
+    def store(self, key: str, write: Callable[[Path], object], description: dict[str, Any]) -> None:
         """Write an entry with ``write(path)``; atomic, and the first of racing writers wins."""
         entry = self._entry(key)
         if (entry / ARTIFACT).exists():
