@@ -99,28 +99,33 @@ def test_pieces_share_only_when_nothing_but_names_differs(y, second, shared):
     assert len(calls) == backend.report.compiler_calls == (1 if shared else 2)
 
 
-def test_compile_sizes_dispatch_to_a_specialised_artifact():
+@pytest.mark.parametrize("lazy", [False, True])
+def test_compile_sizes_dispatch_to_a_specialised_artifact(lazy):
     model, _ = models.build(2)
     calls: list[list[Any]] = []
+    compiled_after: list[int] = []
 
     def compile_piece(gm: torch.fx.GraphModule, example_inputs: list[Any]):
         calls.append(example_inputs)
         return gm
 
-    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler=compile_piece, compile_sizes=[4])
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[ATTENTION], compiler=compile_piece, compile_sizes=[4], lazy=lazy)
     compiled = compile_model(model, backend)
     with torch.no_grad():
-        for tokens in (4, 9, 4, 5):
+        for tokens in (9, 4, 4, 5):
             inputs = models.example_inputs(model.config, tokens)
             torch.testing.assert_close(compiled(*inputs), model(*inputs))
-    general, specialised = calls[:3], calls[3:]
+            compiled_after.append(len(calls))
+    general = [args for args in calls if any(isinstance(v, torch.SymInt) for v in args)]
+    specialised = [args for args in calls if not any(isinstance(v, torch.SymInt) for v in args)]
     assert len(general) == 3 and len(specialised) == 3  # one specialised compile per distinct piece
-    assert any(isinstance(v, torch.SymInt) for v in general[0])
-    assert all(not isinstance(v, torch.SymInt) for args in specialised for v in args)
+    # up front, every compile happens during the first call; lazily, at the first call of size 4
+    assert compiled_after == ([3, 6, 6, 6] if lazy else [6, 6, 6, 6])
     runners = {id(split_runner): split_runner for _, split_runner in backend._runners.values()}
     for runner in runners.values():
         assert runner.specialised_calls == 2 and runner.general_calls == 2
         assert set(runner.specialised) == {4}
+    assert [s.size for s in backend.report.specialisations] == [4, 4, 4]
 
 
 def test_report_is_logged_at_info(caplog):

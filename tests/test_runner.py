@@ -8,17 +8,18 @@ import torch
 from torch._C._dynamo.guards import assert_size_stride
 
 from fxsplit import _compat
+from fxsplit.compilation.examples import describe
 from fxsplit.runtime.layout import InputLayouts
 from fxsplit.runtime.runner import PieceRunner
 
 
-def symbolic_examples() -> tuple[list[Any], Any]:
-    """A piece's example inputs as Dynamo makes them: ``(s0, x: (s0, 4) contiguous)``."""
+def symbolic_examples() -> tuple[Any, Any]:
+    """The signature of a piece's inputs as Dynamo makes them: ``(s0, x: (s0, 4) contiguous)``."""
     fake_mode, shape_env = _compat.fresh_fake_mode()
     s0 = shape_env.create_symintnode(_compat.new_size_symbol(shape_env, "s0", 5), hint=5)
     with fake_mode:
         x = torch.empty(s0, 4)
-    return [s0, x], s0
+    return describe([s0, x]), s0
 
 
 def strict(size: int, seen: list[int]):

@@ -30,6 +30,7 @@ from torch.fx import GraphModule
 from .. import _compat
 from ..runtime.layout import InputLayouts
 from ..runtime.runner import PieceRunner, SizeAt
+from ..runtime.signature import Signature
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp
 from ..split.splitters import SplitItem, split_graph
@@ -80,11 +81,14 @@ class PiecewiseBackend:
         compiler: ``"inductor"``, ``"aot_eager"``, ``"eager"`` (pieces run as their
             Python code) or a callable ``(GraphModule, example_inputs) -> callable``.
         compile_sizes: sizes for which each piece gets a version compiled for that
-            size alone, on first use of it. The size is the first dynamic dimension
+            size alone, during the first call (or on first use of the size, with
+            ``lazy``), so that no later call compiles. The size is the first dynamic dimension
             of the model's inputs, in Dynamo's order (the token count of a flat
             batch; the batch of a (batch, sequence) input); every other dimension
             stays dynamic. Dynamo specialises sizes 0 and 1: a call of size 1
             compiles a graph of its own and never reaches this dispatch.
+        lazy: compile each size of ``compile_sizes`` when a call of that size first
+            arrives, instead of during the first call.
         dedup: share compiled artifacts between structurally identical pieces.
         cache_dir: where to keep compiled pieces between processes (Inductor only):
             ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
@@ -114,6 +118,7 @@ class PiecewiseBackend:
         splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
         compiler: str | Compiler = "inductor",
         compile_sizes: Iterable[int] = (),
+        lazy: bool = False,
         dedup: bool = True,
         cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -122,6 +127,7 @@ class PiecewiseBackend:
         self.splitting_ops = list(splitting_ops)
         self.compiler_name, self.compiler = resolve_compiler(compiler)
         self.compile_sizes = frozenset(int(s) for s in compile_sizes)
+        self.lazy = lazy
         self.dedup = dedup
         self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
         root = default_cache_dir() if cache_dir == DEFAULT_CACHE_DIR else cache_dir
@@ -216,12 +222,18 @@ class PiecewiseBackend:
             persistent=lambda store: store.compile(piece, inputs),
         )
         size_at = _size_at(fakes, dispatch)
+        signature = describe(fakes)
 
         def specialise(size: int) -> Callable[..., Any]:
             assert dispatch is not None
-            return self._specialise(item, fakes, report, key, dispatch, size) or general
+            return self._specialise(item, signature, report, key, dispatch, size) or general
 
-        runner = PieceRunner(item.submod_name, general, size_at, self.compile_sizes, specialise, InputLayouts(fakes))
+        runner = PieceRunner(
+            item.submod_name, general, size_at, self.compile_sizes, specialise, InputLayouts(signature)
+        )
+        if not self.lazy:
+            for size in sorted(runner.compile_sizes):
+                runner.specialised[size] = specialise(size)
         row.seconds = time.perf_counter() - started
         if key is not None:
             runners[key] = (item.submod_name, runner)
@@ -242,11 +254,16 @@ class PiecewiseBackend:
         return fakes, inputs
 
     def _specialise(
-        self, item: SplitItem, fakes: list[Any], report: CompileReport, key: Hashable | None, symbol: str, size: int
+        self,
+        item: SplitItem,
+        signature: Signature | None,
+        report: CompileReport,
+        key: Hashable | None,
+        symbol: str,
+        size: int,
     ) -> Callable[..., Any] | None:
         """The piece compiled for ``symbol == size``, every other size symbolic; None
         (and a warning) where its inputs cannot be made again outside Dynamo."""
-        signature = describe(fakes)
         made = fake_inputs(signature, {symbol: size}) if signature is not None else None
         if made is None:
             log.warning(

@@ -15,45 +15,13 @@ any ``.item()``, and never bakes the value in.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import sympy
 import torch
 
 from .. import _compat
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    dtype: torch.dtype
-    device: torch.device
-    size: tuple[sympy.Expr, ...]
-    stride: tuple[sympy.Expr, ...]
-    storage_offset: sympy.Expr
-    requires_grad: bool
-
-
-@dataclass(frozen=True)
-class SizeSpec:
-    """A SymInt input, such as the token count."""
-
-    expr: sympy.Expr
-
-
-InputSpec = TensorSpec | SizeSpec
-
-
-@dataclass(frozen=True)
-class Signature:
-    """A piece's inputs, and the value each size symbol in them had when traced."""
-
-    inputs: tuple[InputSpec, ...]
-    hints: tuple[tuple[sympy.Symbol, int], ...]
-
-    @property
-    def symbols(self) -> set[str]:
-        return {symbol.name for symbol, _ in self.hints}
+from ..runtime.signature import InputSpec, Signature, SizeSpec, TensorSpec
 
 
 def _expr(value: int | torch.SymInt) -> sympy.Expr:

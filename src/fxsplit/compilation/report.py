@@ -31,7 +31,7 @@ class PieceRow:
 
 @dataclass
 class Specialisation:
-    """A piece compiled for one size (``compile_sizes``), when that size first ran."""
+    """A piece compiled for one size of ``compile_sizes``."""
 
     piece: str
     size: int

@@ -17,22 +17,21 @@ from typing import Any
 import sympy
 import torch
 
+from .signature import Signature, SizeSpec, TensorSpec
+
 
 class InputLayouts:
-    """The strides a piece's tensor inputs must have, from its example values."""
+    """The strides a piece's tensor inputs must have, from its signature (None: a
+    piece whose inputs could not be described, whose layouts are never repaired)."""
 
-    def __init__(self, examples: Sequence[Any]) -> None:
-        self._examples = list(examples)
-        self._symbols: list[tuple[sympy.Symbol, int, int | None]] = []  # symbol, input, dim (None: the value)
+    def __init__(self, signature: Signature | None) -> None:
+        self._specs = signature.inputs if signature is not None else ()
+        # where each size symbol can be read from the arguments: (symbol, input, dim or None)
+        self._symbols: list[tuple[sympy.Symbol, int, int | None]] = []
         seen: set[sympy.Symbol] = set()
-        for index, value in enumerate(examples):
-            places: list[tuple[Any, int | None]] = []
-            if isinstance(value, torch.SymInt):
-                places = [(value, None)]
-            elif isinstance(value, torch.Tensor):
-                places = [(d, dim) for dim, d in enumerate(value.shape)]
-            for size, dim in places:
-                expr = size.node.expr if isinstance(size, torch.SymInt) else None
+        for index, spec in enumerate(self._specs):
+            places = [(spec.expr, None)] if isinstance(spec, SizeSpec) else list(zip(spec.size, range(len(spec.size))))
+            for expr, dim in places:
                 if isinstance(expr, sympy.Symbol) and expr not in seen:
                     seen.add(expr)
                     self._symbols.append((expr, index, dim))
@@ -40,19 +39,18 @@ class InputLayouts:
         self.watched: dict[int, dict[tuple[int, ...], tuple[int, ...]]] = {}
 
     def _expected(self, index: int, args: Sequence[Any]) -> tuple[int, ...]:
-        example = self._examples[index]
+        spec = self._specs[index]
+        assert isinstance(spec, TensorSpec)
         values = {s: args[i] if dim is None else args[i].shape[dim] for s, i, dim in self._symbols}
-        return tuple(
-            int(s.node.expr.xreplace(values)) if isinstance(s, torch.SymInt) else int(s) for s in example.stride()
-        )
+        return tuple(int(stride.xreplace(values)) for stride in spec.stride)
 
     def repair(self, args: Sequence[Any]) -> list[Any] | None:
         """``args`` with every tensor of the wrong layout copied into the right one
         (and those inputs watched from now on); None when all were right."""
         fixed = None
-        for index, example in enumerate(self._examples):
+        for index, spec in enumerate(self._specs):
             arg = args[index]
-            if not isinstance(example, torch.Tensor) or not isinstance(arg, torch.Tensor):
+            if not isinstance(spec, TensorSpec) or not isinstance(arg, torch.Tensor):
                 continue
             expected = self._expected(index, args)
             if not _same_layout(arg, expected):

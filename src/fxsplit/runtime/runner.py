@@ -15,9 +15,14 @@ class PieceRunner:
     """Runs one compiled compute piece (shared by its twins).
 
     Dispatches on the size found at ``size_at``: a size in ``compile_sizes`` runs the
-    version ``specialise(size)`` compiled for it (made on first use and kept), any
-    other size the general version. Inputs whose layout the compiled code refuses are
-    copied into the layout it expects (see :mod:`fxsplit.runtime.layout`).
+    version compiled for it (in ``specialised``, or made by ``specialise(size)`` on
+    first use and kept), any other size the general version. Inputs whose layout the
+    compiled code refuses are copied into the layout it expects (see
+    :mod:`fxsplit.runtime.layout`).
+
+    A runner pickles with its compiled versions (which need a pickler that can save
+    them) but without ``specialise``: an unpickled runner compiles nothing, and runs a
+    size it has no version for with the general one.
     """
 
     def __init__(
@@ -38,6 +43,13 @@ class PieceRunner:
         self.layouts = layouts
         self.general_calls = 0
         self.specialised_calls = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_specialise"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._specialise = lambda size: self.general
 
     def __call__(self, *args: Any) -> Any:
         if self.layouts.watched:
