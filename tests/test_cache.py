@@ -35,8 +35,8 @@ def write_bytes(data: bytes):
 def test_store_then_load_round_trips(tmp_path):
     cache = PieceCache(tmp_path / "c")
     cache.store("ab" * 32, write_bytes(b"artifact"), {"piece": "submod_0"})
-    assert cache.load("ab" * 32, lambda p: p.read_bytes()) == b"artifact"
-    assert cache.load("cd" * 32, lambda p: p.read_bytes()) is None
+    assert cache.load("ab" * 32, lambda data: data) == b"artifact"
+    assert cache.load("cd" * 32, lambda data: data) is None
     assert cache.info().entries == 1
     assert not any((tmp_path / "c" / "tmp").iterdir())  # nothing half-written left behind
 
@@ -58,7 +58,7 @@ def test_the_first_of_racing_writers_wins(tmp_path):
     cache = PieceCache(tmp_path / "c")
     cache.store("ab" * 32, write_bytes(b"first"), {})
     cache.store("ab" * 32, write_bytes(b"second"), {})
-    assert cache.load("ab" * 32, lambda p: p.read_bytes()) == b"first"
+    assert cache.load("ab" * 32, lambda data: data) == b"first"
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "meta"])
@@ -73,7 +73,7 @@ def test_a_damaged_entry_is_reported_and_removed(tmp_path, caplog, damage):
     else:
         (entry / "meta.json").write_text("{")
     with caplog.at_level(logging.WARNING, logger="fxsplit"):
-        assert cache.load("ab" * 32, lambda p: p.read_bytes()) is None
+        assert cache.load("ab" * 32, lambda data: data) is None
     assert "damaged" in caplog.text and not entry.exists()
 
 
@@ -111,7 +111,7 @@ def test_least_recently_used_entries_are_evicted_past_the_limit(tmp_path):
         cache.store(key, write_bytes(b"x" * 3000), {})
         entry = next((tmp_path / "c").glob(f"??/{key}"))
         os.utime(entry, (time.time() - 100 + i, time.time() - 100 + i))
-    cache.load("aa" * 32, lambda p: p)  # the oldest, used again: now the newest
+    cache.load("aa" * 32, lambda data: data)  # the oldest, used again: now the newest
     cache.store("dd" * 32, write_bytes(b"x" * 3000), {})
     kept = {entry.name for entry, _, _ in cache.entries()}
     assert kept == {"aa" * 32, "cc" * 32, "dd" * 32}

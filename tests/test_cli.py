@@ -66,11 +66,19 @@ def test_compile_targets_are_judged_from_the_results():
     }
 
 
-def test_warm_table_judges_each_warm_run():
-    from fxsplit.tools.compile_bench import format_warm
+def test_warm_targets_are_judged_from_the_results():
+    from fxsplit.tools.warm_bench import WarmResult, format_table, target_checks
 
-    text = format_warm(28, {"cold": result("fxsplit", 28, 20.0), "warm": result("fxsplit", 28, 3.0)})
-    assert "[met] warm: warm <= 0.2x cold (0.15x)" in text
+    results = [
+        WarmResult("synthetic", "import torch", 1.0, 0.0, None),
+        WarmResult("synthetic", "cold", 25.0, 23.0, 3, "compiled"),
+        WarmResult("synthetic", "warm", 2.2, 0.9, 0, "loaded"),
+    ]
+    assert target_checks(results, 28) == [
+        ("28 layers: warm <= 0.1x cold (0.09x)", True),
+        ("28 layers: warm - import floor <= 1.5 s (1.20 s)", True),
+    ]
+    assert "synthetic  warm" in format_table(results, 28)
 
 
 def test_plot_does_not_apply_to_compile_bench(capsys):

@@ -21,6 +21,7 @@ __version__ = "0.2.0"
 
 # public name -> the module that defines it
 _HOMES = {
+    "ArtifactError": ".compilation.model",
     "COMPILER_NAMES": ".compilation.compilers",
     "DEFAULT_SPLITTING_OPS": ".compilation.backend",
     "CompileReport": ".compilation.report",
@@ -34,6 +35,8 @@ _HOMES = {
     "SplittingOp": ".split.ops",
     "UnsafeCacheDirError": ".compilation.cache",
     "capture_graph": ".tools.capture",
+    "compile": ".compilation.model",
+    "CompiledModel": ".compilation.model",
     "matcher": ".split.ops",
     "split_graph": ".split.splitters",
     "split_module": ".split.splitters",
@@ -42,7 +45,9 @@ _HOMES = {
 __all__ = [
     "COMPILER_NAMES",
     "DEFAULT_SPLITTING_OPS",
+    "ArtifactError",
     "CompileReport",
+    "CompiledModel",
     "LazyGraphModule",
     "NotACacheDirError",
     "PartitionCycleError",
@@ -54,6 +59,7 @@ __all__ = [
     "UnsafeCacheDirError",
     "__version__",
     "capture_graph",
+    "compile",
     "matcher",
     "split_graph",
     "split_module",
@@ -63,6 +69,7 @@ if TYPE_CHECKING:
     from .compilation.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
     from .compilation.cache import NotACacheDirError, UnsafeCacheDirError
     from .compilation.compilers import COMPILER_NAMES
+    from .compilation.model import ArtifactError, CompiledModel, compile
     from .compilation.report import CompileReport, PieceRow
     from .split.lazy import LazyGraphModule
     from .split.ops import SplittingOp, matcher

@@ -294,3 +294,68 @@ def is_plain_tensor(tensor: Any) -> bool:
     """A tensor, parameter or fake tensor: not a subclass with semantics of its own."""
     fake = _private("torch._subclasses.fake_tensor", "FakeTensor")
     return type(tensor) in (torch.Tensor, torch.nn.Parameter) or (fake is not None and type(tensor) is fake)
+
+
+def aot_compiled_function() -> Any:
+    """torch's ``AOTCompiledFunction`` (a whole function compiled ahead of time, which
+    saves with its guards and bytecode and loads without Dynamo), where this torch
+    has it, else None."""
+    function = _private("torch._dynamo.aot_compile", "AOTCompiledFunction")
+    base = _private("torch._dynamo.aot_compile_types", "SerializableCallable")
+    if function is None or base is None or not hasattr(function, "deserialize"):
+        return None
+    return function
+
+
+def register_serializable(cls: type) -> None:
+    """Let torch's ahead-of-time compile accept ``cls`` as a serializable compiled
+    graph (it implements ``serialize_compile_artifacts`` and
+    ``deserialize_compile_artifacts``)."""
+    base = _private("torch._dynamo.aot_compile_types", "SerializableCallable")
+    if base is not None and not issubclass(cls, base):
+        base.register(cls)
+
+
+# Guard kinds that name objects by identity, which no other process can check; this
+# torch's own list is used where it has one.
+_UNSERIALIZABLE_GUARDS = frozenset(
+    {
+        "DICT_VERSION",
+        "NN_MODULE",
+        "ID_MATCH",
+        "FUNCTION_MATCH",
+        "CLASS_MATCH",
+        "MODULE_MATCH",
+        "CLOSURE_MATCH",
+        "WEAKREF_ALIVE",
+    }
+)
+
+
+def unserializable_guard_types() -> frozenset[str]:
+    manager = _private("torch._dynamo.guards", "CheckFunctionManager")
+    kinds = getattr(manager, "UNSUPPORTED_SERIALIZATION_GUARD_TYPES", None)
+    return frozenset(kinds) if kinds else _UNSERIALIZABLE_GUARDS
+
+
+def pytree_functions() -> tuple[Callable[[Any], tuple[list[Any], Any]], Callable[[list[Any], Any], Any]]:
+    """``(flatten, unflatten)`` for nested outputs (a ModelOutput, tuples, dicts);
+    without torch's pytree, a value is one leaf."""
+    flatten = _private("torch.utils._pytree", "tree_flatten")
+    unflatten = _private("torch.utils._pytree", "tree_unflatten")
+    if flatten is None or unflatten is None:
+        return (lambda value: ([value], None)), (lambda leaves, spec: leaves[0])
+    return flatten, unflatten
+
+
+# resolved once, here: Dynamo traces a call to them, and cannot trace the lookup
+tree_flatten, tree_unflatten = pytree_functions()
+
+
+def guard_failure(function: Any, args: tuple[Any, ...]) -> str:
+    """Why an ``AOTCompiledFunction``'s guards reject ``args``, as torch words it."""
+    manager = getattr(getattr(function, "_artifacts", None), "guard_manager", None)
+    verbose = getattr(manager, "check_verbose", None)
+    if verbose is None:
+        return "the reason is not available on this torch"
+    return str(getattr(verbose(function.prepare_f_locals(*args)), "verbose_code_parts", "")) or "unknown"

@@ -34,7 +34,7 @@ from ..runtime.signature import Signature
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp
 from ..split.splitters import SplitItem, split_graph
-from .cache import DEFAULT_MAX_BYTES, PieceCache, default_cache_dir
+from .cache import DEFAULT_CACHE_DIR, DEFAULT_MAX_BYTES, PieceCache, cache_root
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
 from .dump import readable_code, write_dump
@@ -59,10 +59,6 @@ def _sdpa_ops() -> tuple[SplittingOp, ...]:
 DEFAULT_SPLITTING_OPS: tuple[SplittingOp, ...] = _sdpa_ops()
 """Scaled-dot-product attention as Dynamo records it (the function) and as traced
 graphs do (every aten overload this torch has)."""
-
-
-DEFAULT_CACHE_DIR = "default"
-"""``cache_dir`` value meaning :func:`fxsplit.compilation.cache.default_cache_dir`."""
 
 
 class PieceCompileError(RuntimeError):
@@ -130,9 +126,7 @@ class PiecewiseBackend:
         self.lazy = lazy
         self.dedup = dedup
         self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
-        root = default_cache_dir() if cache_dir == DEFAULT_CACHE_DIR else cache_dir
-        if os.environ.get("FXSPLIT_DISABLE_CACHE") == "1":
-            root = None
+        root = cache_root(cache_dir)
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.dump_dir = dump_dir
         self.reports: list[CompileReport] = []
@@ -141,7 +135,7 @@ class PiecewiseBackend:
         # the bytes of every piece compiled with Inductor, by id of the compiled callable
         self._blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
-    def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+    def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> GraphModule:
         report = CompileReport(compiler=self.compiler_name)
         start = time.perf_counter()
         split, items = split_graph(gm, self.splitting_ops, tuple_return=True)
@@ -320,7 +314,7 @@ class PiecewiseBackend:
         with _compat.inductor_cache_at(str(cache.compiler_files())) if cache is not None else nullcontext():
             if cache is not None and entry is not None:
                 started = time.perf_counter()
-                loaded = cache.load(entry, lambda path: _loaded(store, path.read_bytes()))
+                loaded = cache.load(entry, partial(_loaded, store))
                 if loaded is not None:
                     report.cache_hits += 1
                     report.load_seconds += time.perf_counter() - started

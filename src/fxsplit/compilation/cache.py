@@ -67,6 +67,18 @@ class NotACacheDirError(FileExistsError):
     """The directory holds files that are not an fxsplit cache's."""
 
 
+DEFAULT_CACHE_DIR = "default"
+"""``cache_dir`` value meaning :func:`default_cache_dir`."""
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None) -> Path | None:
+    """The directory a ``cache_dir`` argument names: the default one for
+    ``DEFAULT_CACHE_DIR``, none when it is None or ``FXSPLIT_DISABLE_CACHE=1``."""
+    if os.environ.get("FXSPLIT_DISABLE_CACHE") == "1" or cache_dir is None:
+        return None
+    return default_cache_dir() if cache_dir == DEFAULT_CACHE_DIR else Path(cache_dir)
+
+
 def default_cache_dir() -> Path | None:
     """``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else ``~/.cache/fxsplit``;
     None when ``FXSPLIT_DISABLE_CACHE=1``."""
@@ -131,26 +143,42 @@ class PieceCache:
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
-    def load(self, key: str, loader: Callable[[Path], Any]) -> Any | None:
-        """The artifact for ``key`` loaded by ``loader(path)``, or None on a miss.
-
-        A damaged entry is removed (and reported) so that the caller recompiles it.
-        """
+    def read(self, key: str) -> bytes | None:
+        """The bytes stored for ``key``, or None on a miss. A damaged entry (a
+        checksum that does not match) is removed, and reported, so that the caller
+        compiles again."""
         entry = self._entry(key)
         artifact = entry / ARTIFACT
         if not artifact.exists():
             return None
         try:
             expected = json.loads((entry / META).read_text())["sha256"]
-            if _sha256(artifact) != expected:
+            data = artifact.read_bytes()
+            if hashlib.sha256(data).hexdigest() != expected:
                 raise ValueError("checksum mismatch")
-            loaded = loader(artifact)
         except Exception as error:
-            log.warning("fxsplit cache entry %s is damaged (%s); recompiling it", entry, error)
-            shutil.rmtree(entry, ignore_errors=True)
+            self.discard(key, f"damaged: {error}")
             return None
         os.utime(entry)  # recency, for eviction
-        return loaded
+        return data
+
+    def load(self, key: str, loader: Callable[[bytes], Any]) -> Any | None:
+        """The artifact for ``key`` made by ``loader(bytes)``, or None on a miss; an
+        entry the loader fails on counts as damaged."""
+        data = self.read(key)
+        if data is None:
+            return None
+        try:
+            return loader(data)
+        except Exception as error:
+            self.discard(key, f"damaged: {error}")
+            return None
+
+    def discard(self, key: str, reason: str) -> None:
+        """Remove the entry for ``key``, saying why."""
+        entry = self._entry(key)
+        log.warning("fxsplit cache entry %s is %s; compiling it again", entry, reason)
+        shutil.rmtree(entry, ignore_errors=True)
 
     def store(self, key: str, write: Callable[[Path], object], description: dict[str, Any]) -> None:
         """Write an entry with ``write(path)``; atomic, and the first of racing writers wins."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch.fx import GraphModule
@@ -19,6 +20,12 @@ def _eager(gm: GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
     return gm
 
 
+def _registered(name: str, gm: GraphModule, example_inputs: list[Any]) -> Callable[..., Any]:
+    """A compiler registered with Dynamo, looked up when first used: importing
+    Inductor costs a second, which a process that only loads compiled pieces saves."""
+    return _compat.dynamo_backend(name)(gm, example_inputs)
+
+
 def resolve_compiler(spec: str | Compiler) -> tuple[str, Compiler]:
     """``(name, compiler)`` for a compiler name or callable.
 
@@ -32,7 +39,7 @@ def resolve_compiler(spec: str | Compiler) -> tuple[str, Compiler]:
     if spec == "eager":
         return "eager", _eager
     if spec in COMPILER_NAMES:
-        return spec, _compat.dynamo_backend(spec)
+        return spec, partial(_registered, spec)
     raise ValueError(
         f"unknown compiler {spec!r}; use one of {', '.join(repr(n) for n in COMPILER_NAMES)}, "
         f"or a callable (GraphModule, example_inputs) -> callable"

@@ -63,6 +63,8 @@ class CompileReport:
     rows: list[PieceRow] = field(default_factory=list)
     specialisations: list[Specialisation] = field(default_factory=list)
     graphs: int = 1
+    origin: str = ""  # fxsplit.compile: "compiled", or "loaded" from a saved model
+    stages: dict[str, float] = field(default_factory=dict)  # fxsplit.compile: seconds per stage
 
     @classmethod
     def combine(cls, reports: Sequence[CompileReport], compiler: str) -> CompileReport:
@@ -83,6 +85,16 @@ class CompileReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompileReport:
+        return cls(
+            **{
+                **data,
+                "rows": [PieceRow(**row) for row in data.get("rows", [])],
+                "specialisations": [Specialisation(**s) for s in data.get("specialisations", [])],
+            }
+        )
+
     def format(self) -> str:
         shared = sum(1 for r in self.rows if r.shared_with)
         graphs = f"{self.graphs} graphs, " if self.graphs != 1 else ""
@@ -97,6 +109,9 @@ class CompileReport:
             seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
             name, twin = self._name(r.graph, r.name), self._name(r.graph, r.shared_with) if r.shared_with else ""
             lines.append(f"  {name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {twin}")
+        if self.stages:
+            stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.stages.items())
+            lines.append(f"  {self.origin}: {stages}")
         if self.specialisations:
             done = ", ".join(
                 f"{self._name(s.graph, s.piece)} at {s.size} ({'cache' if s.cached else f'{s.seconds:.2f} s'})"

@@ -77,20 +77,12 @@ def _pin_threads(args: argparse.Namespace) -> None:
 
 
 def _warm_bench(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
-    from . import compile_bench
+    from . import warm_bench
 
     layers = (args.layers or [28])[0]
     _pin_threads(args)
-    if not args.json:
-        print(f"cold then warm start of fxsplit at {layers} layers ...", file=sys.stderr, flush=True)
-    runs = compile_bench.warm_start(layers)
-    if args.json:
-        print(json.dumps({"machine": machine(args.threads), **{name: asdict(r) for name, r in runs.items()}}, indent=2))
-    else:
-        print(compile_bench.format_warm(layers, runs))
-        print(format_machine(machine(args.threads)))
+    results = warm_bench.warm_start(layers)
+    _print_results(results, warm_bench.target_checks(results, layers), warm_bench.format_table(results, layers), args)
     return 0
 
 
@@ -215,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="cold Inductor compile time, whole-graph against piecewise, each in a fresh process and cache",
     )
     bench.add_argument(
-        "--warm", action="store_true", help="fxsplit's cold start against a warm one from its cache (default 28 layers)"
+        "--warm",
+        action="store_true",
+        help="fxsplit.compile's cold start against warm ones from its saved model (default 28 layers)",
     )
     bench.add_argument("--reps", type=_positive, default=7, help="timed repetitions per variant (default 7)")
     bench.add_argument(

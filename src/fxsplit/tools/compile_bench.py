@@ -18,16 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from .targets import Check, format_checks
+from .fresh import run_fresh
+from .targets import Check
 
 MODES = ("inductor", "piecewise", "fxsplit")
 # wide enough that compute, not per-call overhead, dominates a forward, as in serving
@@ -87,54 +85,9 @@ def _worker(mode: str, layers: int, steady_reps: int) -> CompileResult:
     return CompileResult(mode, layers, cold, next_call * 1e3, statistics.median(times) * 1e3, None)
 
 
-def measure(mode: str, layers: int, steady_reps: int = 10, fxsplit_cache: str | None = None) -> CompileResult:
-    """One measurement in a fresh process, with empty caches, except fxsplit's when
-    ``fxsplit_cache`` names a directory to share between runs."""
-    with tempfile.TemporaryDirectory(prefix="fxsplit-bench-") as scratch:
-        env = {
-            **os.environ,
-            "TORCHINDUCTOR_CACHE_DIR": scratch,
-            "TRITON_CACHE_DIR": os.path.join(scratch, "triton"),
-            "FXSPLIT_CACHE_DIR": fxsplit_cache or os.path.join(scratch, "fxsplit"),
-        }
-        env.pop("FXSPLIT_DISABLE_CACHE", None)
-        command = [sys.executable, "-m", "fxsplit.tools.compile_bench", mode, str(layers), str(steady_reps)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"compile benchmark {mode} at {layers} layers failed:\n{done.stderr[-4000:]}")
-    return CompileResult(**json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def warm_start(layers: int) -> dict[str, CompileResult]:
-    """fxsplit compiling the same model in two fresh processes that share one fxsplit
-    cache directory and nothing else: each has an empty Inductor cache, as a service
-    restarted in a fresh container would."""
-    with tempfile.TemporaryDirectory(prefix="fxsplit-warm-") as root:
-        fx = os.path.join(root, "fxsplit")
-        return {
-            "cold": measure("fxsplit", layers, fxsplit_cache=fx),
-            "warm": measure("fxsplit", layers, fxsplit_cache=fx),
-        }
-
-
-def format_warm(layers: int, runs: dict[str, CompileResult]) -> str:
-    lines = [
-        f"fxsplit, {layers} layers, Inductor: cold and warm starts, fresh processes sharing only fxsplit's cache",
-        f"{'run':26} {'first call s':>12} {'compiler calls':>14} {'cache hits':>10} {'steady fwd ms':>13}",
-    ]
-    for name, r in runs.items():
-        lines.append(
-            f"{name:26} {r.cold_first_call_s:12.2f} {r.compiler_calls!s:>14} {r.cache_hits!s:>10} "
-            f"{r.steady_forward_ms:13.1f}"
-        )
-    cold = runs["cold"].cold_first_call_s
-    checks = [
-        (f"{name}: warm <= 0.2x cold ({r.cold_first_call_s / cold:.2f}x)", r.cold_first_call_s <= 0.2 * cold)
-        for name, r in runs.items()
-        if name != "cold"
-    ]
-    lines += ["", format_checks(checks)]
-    return "\n".join(lines)
+def measure(mode: str, layers: int, steady_reps: int = 10) -> CompileResult:
+    """One measurement in a fresh process, with empty caches."""
+    return CompileResult(**run_fresh("fxsplit.tools.compile_bench", mode, str(layers), str(steady_reps)))
 
 
 def run(layers: Sequence[int], progress: bool = True) -> list[CompileResult]:

@@ -1,0 +1,378 @@
+"""``fxsplit.compile``: a whole model compiled piecewise, saved as one artifact, and
+loaded by later processes without Dynamo, AOTAutograd or a compiler.
+
+The first process traces the model with torch's ahead-of-time compile (full graph),
+compiles the pieces as :class:`~fxsplit.PiecewiseBackend` does (each distinct piece
+once, every listed size up front) and saves, in one cache entry: Dynamo's guards and
+bytecode, the stitching code, and each distinct compiled piece. A later process with
+the same key loads it and runs: new sizes inside the dynamic range need no compile.
+
+The model's output is flattened into its leaves for tracing and rebuilt after each
+call, so that a HuggingFace model gives back its ``ModelOutput``, also after a load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import os
+import pickle
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+
+from .. import __version__, _compat
+from ..split.ops import SplittingOp, matcher
+from .backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
+from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
+from .compilers import Compiler
+from .program import PiecewiseProgram
+from .report import CompileReport
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1
+MAGIC = b"FXSPLIT-MODEL\n"
+LOAD_ONLY_ENV = "FXSPLIT_LOAD_ONLY"
+
+
+class ArtifactError(RuntimeError):
+    """A saved model cannot be used, and ``load_only`` forbids compiling it again."""
+
+
+class _Stale(Exception):
+    """A saved model that must not be used; the message says why."""
+
+
+def compile(
+    model: torch.nn.Module,
+    example_args: Sequence[Any] = (),
+    example_kwargs: dict[str, Any] | None = None,
+    *,
+    splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
+    compiler: str | Compiler = "inductor",
+    compile_sizes: Iterable[int] = (),
+    cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
+    dynamic: bool = True,
+    load_only: bool | None = None,
+) -> CompiledModel:
+    """Compile ``model`` piecewise, or load it as an earlier process compiled it.
+
+    The first call with a given key traces ``model(*example_args, **example_kwargs)``
+    with Dynamo, compiles its pieces (see :class:`fxsplit.PiecewiseBackend` for
+    ``splitting_ops``, ``compiler`` and ``compile_sizes``) and saves the result in
+    ``cache_dir``. A later process loads it in about a second: no trace, no compile.
+    The key holds the versions of fxsplit, torch and Python, the model's class and
+    the shapes of its weights, what the inputs look like, the options, and the grad
+    and autocast modes; never a path, so the directory can be moved.
+
+    A saved model that cannot be used (damaged, from another version, made from
+    model code that has changed since, or whose guards reject the example inputs) is
+    reported in a warning, compiled again and replaced; with ``load_only`` (or
+    ``FXSPLIT_LOAD_ONLY=1``) it raises :class:`fxsplit.ArtifactError` instead, as a
+    deployment that must never compile wants. A call whose inputs the saved guards
+    reject (a batch of 1 against a dynamic batch, another dtype) is compiled for
+    them, or raises with ``load_only``: never a wrong result.
+
+    Example::
+
+        compiled = fxsplit.compile(model, example_kwargs={"input_ids": ids}, compile_sizes=[8])
+        out = compiled(input_ids=other_ids)
+        print(compiled.report.format())
+    """
+    args, kwargs = tuple(example_args), dict(example_kwargs or {})
+    if load_only is None:
+        load_only = os.environ.get(LOAD_ONLY_ENV) == "1"
+    splitting_ops = list(splitting_ops)
+    backend = PiecewiseBackend(splitting_ops, compiler, compile_sizes, cache_dir=cache_dir)
+    root = cache_root(cache_dir)
+    cache = backend.cache or (PieceCache(root) if root is not None else None)
+    key = artifact_key(model, args, kwargs, splitting_ops, backend, dynamic)
+    started = time.perf_counter()
+    data = cache.read(key) if cache is not None else None
+    reason = "there is no saved model for this key" if data is None else ""
+    if data is not None:
+        assert cache is not None
+        try:
+            return _load(model, args, kwargs, data, cache, backend, dynamic, load_only, started)
+        except _Stale as stale:
+            reason = str(stale)
+            if not load_only:
+                cache.discard(key, f"not usable: {reason}")
+    if load_only:
+        raise ArtifactError(
+            f"fxsplit.compile: {reason}, and load_only forbids compiling ({LOAD_ONLY_ENV}=1); compile it once "
+            f"without load_only, with the same model, inputs and options, to save it"
+        )
+    return _compile(model, args, kwargs, backend, cache, key, dynamic, started)
+
+
+class CompiledModel:
+    """A model compiled by :func:`fxsplit.compile`; call it as the model itself.
+
+    ``report`` (:class:`fxsplit.CompileReport`) says whether it was compiled or
+    loaded (``origin``), and how long each stage took (``stages``).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        function: Any,
+        spec: Any,
+        report: CompileReport,
+        backend: PiecewiseBackend,
+        dynamic: bool,
+        load_only: bool = False,
+    ) -> None:
+        self.model = model
+        self.report = report
+        self._function = function
+        self._spec = spec
+        self._backend = backend
+        self._dynamic = dynamic
+        self._load_only = load_only
+        self._fallback: Callable[..., Any] | None = None
+        self.fallback_calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        function = self._function
+        if function is not None and function.guard_check(self.model, args, kwargs):
+            leaves = function.fn(self.model, args, kwargs)
+        else:
+            leaves = self._compiled_anew(args, kwargs)
+        return _compat.tree_unflatten(list(leaves), self._spec)
+
+    def _compiled_anew(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Inputs the saved guards reject run through torch.compile with the same
+        backend (Dynamo compiles a graph for them once), or raise in load-only mode;
+        a model that could not be saved always runs that way."""
+        if self._function is not None and self._load_only:
+            reason = _compat.guard_failure(self._function, (self.model, args, kwargs))
+            raise ArtifactError(
+                f"fxsplit.compile: these inputs fail the saved model's guards ({reason}), and load_only forbids "
+                f"compiling for them; compile once with inputs like them, or pass dynamic sizes of at least 2"
+            )
+        if self._fallback is None:
+            if self._function is not None:
+                log.warning(
+                    "fxsplit.compile: inputs that the saved model's guards reject (such as a size of 1, which "
+                    "Dynamo specialises); compiling for them with torch.compile"
+                )
+            self._fallback = torch.compile(_flat_call, backend=self._backend, dynamic=self._dynamic)
+        self.fallback_calls += 1
+        return self._fallback(self.model, args, kwargs)
+
+
+def _flat_call(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    """What is traced and saved: the model's output as a flat tuple of its leaves."""
+    return tuple(_compat.tree_flatten(model(*args, **kwargs))[0])
+
+
+def artifact_key(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    splitting_ops: list[SplittingOp],
+    backend: PiecewiseBackend,
+    dynamic: bool,
+) -> str:
+    """The cache key of a saved model: everything that decides what it compiles to."""
+    weights = [
+        (name, tuple(t.shape), str(t.dtype), t.device.type, t.requires_grad)
+        for name, t in (*model.named_parameters(), *model.named_buffers())
+    ]
+    leaves, spec = _compat.tree_flatten((args, kwargs))
+    inputs = [
+        ("tensor", str(v.dtype), v.device.type, v.dim(), v.requires_grad)
+        if isinstance(v, torch.Tensor)
+        else (type(v).__qualname__, repr(v))
+        for v in leaves
+    ]
+    autocast = [
+        (device, torch.is_autocast_enabled(device), str(torch.get_autocast_dtype(device))) for device in ("cpu", "cuda")
+    ]
+    parts = {
+        "format": FORMAT,
+        "versions": [__version__, torch.__version__, list(sys.version_info[:2])],
+        "model": f"{type(model).__module__}.{type(model).__qualname__}",
+        "weights": hashlib.sha256(repr(weights).encode()).hexdigest(),
+        "inputs": [str(spec), inputs],
+        "splitting_ops": matcher(splitting_ops).described,
+        "compiler": backend.compiler_name,
+        "compile_sizes": sorted(backend.compile_sizes),
+        "dynamic": dynamic,
+        "grad": torch.is_grad_enabled(),
+        "autocast": autocast,
+    }
+    return hashlib.sha256(("model:" + json.dumps(parts, sort_keys=True)).encode()).hexdigest()
+
+
+def _compile(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    backend: PiecewiseBackend,
+    cache: PieceCache | None,
+    key: str,
+    dynamic: bool,
+    started: float,
+) -> CompiledModel:
+    aot = _compat.aot_compiled_function()
+    leaves, spec = _compat.tree_flatten(model(*args, **kwargs))
+    unsaveable = [type(v).__name__ for v in leaves if not isinstance(v, (torch.Tensor, int, float, bool, type(None)))]
+    if aot is None or unsaveable:
+        why = "this torch has no ahead-of-time compile" if aot is None else f"the model returns {unsaveable[0]}"
+        warnings.warn(
+            f"fxsplit.compile cannot save this model ({why}); it is compiled with torch.compile and fxsplit's "
+            f"backend instead, and its pieces are cached, but each process traces it again",
+            stacklevel=3,
+        )
+        return _in_memory(model, backend, spec, dynamic, started)
+
+    _compat.register_serializable(PiecewiseProgram)
+
+    def serializable_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> PiecewiseProgram:
+        return PiecewiseProgram(backend(gm, example_inputs), backend.blob)
+
+    traced = torch.compile(
+        _flat_call,
+        fullgraph=True,
+        dynamic=dynamic,
+        backend=serializable_backend,
+        options={"guard_filter_fn": _serializable_guards},
+    )
+    for attempt in range(3):
+        try:
+            function = traced.aot_compile(((model, args, kwargs), {}))  # type: ignore[attr-defined]
+            break
+        except _compat.dynamo_restart_exceptions():
+            # a lifted float that must be specialised: Dynamo traces once more, as torch.compile would
+            if attempt == 2:
+                raise
+    report = backend.report
+    report.origin = "compiled"
+    report.stages["trace and compile"] = time.perf_counter() - started
+    if cache is not None:
+        saving = time.perf_counter()
+        _save(function, aot, spec, report, cache, key, f"{type(model).__module__}.{type(model).__qualname__}")
+        report.stages["save"] = time.perf_counter() - saving
+    log.info("%s", report.format())
+    return CompiledModel(model, function, spec, report, backend, dynamic)
+
+
+def _in_memory(
+    model: torch.nn.Module, backend: PiecewiseBackend, spec: Any, dynamic: bool, started: float
+) -> CompiledModel:
+    """A model run through torch.compile with fxsplit's backend, for what cannot be saved."""
+    compiled = CompiledModel(model, None, spec, backend.report, backend, dynamic)
+    compiled.report.origin = "compiled"
+    compiled.report.stages["setup"] = time.perf_counter() - started
+    return compiled
+
+
+def _serializable_guards(guards: Sequence[Any]) -> list[bool]:
+    """Keep every guard another process can check: shapes, dtypes, values. Guards on
+    object identity (a module object, a decorator's closure) mean nothing there."""
+    unsupported = _compat.unserializable_guard_types()
+    return [g.guard_type not in unsupported and not unsupported.intersection(g.derived_guard_types) for g in guards]
+
+
+def _save(
+    function: Any, aot: Any, spec: Any, report: CompileReport, cache: PieceCache, key: str, model_name: str
+) -> None:
+    try:
+        payload = pickle.dumps({"function": aot.serialize(function).serialized_data, "spec": spec})
+    except Exception as error:  # a piece that cannot be saved, such as an aot_eager one
+        log.warning(
+            "fxsplit.compile: could not save the compiled model (%s); it runs, and is compiled again next time", error
+        )
+        return
+    header = {
+        "format": FORMAT,
+        "fxsplit": __version__,
+        "torch": torch.__version__,
+        "python": list(sys.version_info[:2]),
+        "sources": [
+            [s.module, s.firstlineno, s.lastlineno, s.checksum]
+            for s in sorted(function.source_info().inlined_sources, key=lambda s: (s.module, s.firstlineno))
+        ],
+        "report": report.to_dict(),
+    }
+    data = MAGIC + json.dumps(header).encode() + b"\n" + payload
+    try:
+        cache.store(key, lambda path: path.write_bytes(data), {"model": model_name, "fxsplit": __version__})
+    except (OSError, RuntimeError) as error:
+        log.warning("fxsplit.compile: could not save the compiled model (%s); it is compiled again next time", error)
+
+
+def _load(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    data: bytes,
+    cache: PieceCache,
+    backend: PiecewiseBackend,
+    dynamic: bool,
+    load_only: bool,
+    started: float,
+) -> CompiledModel:
+    """The saved model in ``data``; raises _Stale, saying why, where it must not be used."""
+    header, payload = _header(data)
+    aot = _compat.aot_compiled_function()
+    if aot is None:
+        raise _Stale("this torch has no ahead-of-time compile to load it with")
+    for module_name, first, last, checksum in header["sources"]:
+        if _source_checksum(module_name, first, last) != checksum:
+            raise _Stale(f"the model's code changed since it was compiled ({module_name}, lines {first}-{last})")
+    read = time.perf_counter()
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation, raised by unpickling its TreeSpec
+            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
+            saved = pickle.loads(payload)
+        _compat.register_serializable(PiecewiseProgram)
+        fake_mode, _ = _compat.fresh_fake_mode() or (None, None)
+        # unpickling the guards can record a guard (torch's ImportSource does), which needs a tracing context
+        with _compat.inductor_cache_at(str(cache.compiler_files())), _compat.tracing_with(fake_mode):
+            function = aot.deserialize(saved["function"], _flat_call.__globals__)
+    except Exception as error:
+        raise _Stale(f"it does not load ({type(error).__name__}: {error})") from error
+    loaded = time.perf_counter()
+    if not function.guard_check(model, args, kwargs):
+        raise _Stale(f"its guards reject the example inputs ({_compat.guard_failure(function, (model, args, kwargs))})")
+    # what was compiled, as the first process did it; nothing compiled here
+    report = CompileReport.from_dict(header["report"])
+    report.compiler_calls = report.cache_hits = report.cache_misses = 0
+    report.compile_seconds, report.load_seconds = 0.0, loaded - read
+    report.origin = "loaded"
+    report.stages = {"read": read - started, "load": loaded - read, "guards": time.perf_counter() - loaded}
+    log.info("fxsplit.compile: loaded the compiled model in %.2f s", time.perf_counter() - started)
+    return CompiledModel(model, function, saved["spec"], report, backend, dynamic, load_only)
+
+
+def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
+    """The header of a saved model, checked before anything in it is unpickled."""
+    if not data.startswith(MAGIC):
+        raise _Stale("it is not a saved fxsplit model")
+    end = data.index(b"\n", len(MAGIC))
+    header = json.loads(data[len(MAGIC) : end])
+    theirs = (header.get("format"), header.get("fxsplit"), header.get("torch"), header.get("python"))
+    ours = (FORMAT, __version__, torch.__version__, list(sys.version_info[:2]))
+    if theirs != ours:
+        raise _Stale(f"it was saved by format/fxsplit/torch/python {theirs}, and this is {ours}")
+    return header, data[end + 1 :]
+
+
+def _source_checksum(module_name: str, first: int, last: int) -> str | None:
+    """The checksum Dynamo keeps of traced code, of the same lines as they are now."""
+    try:
+        lines = inspect.getsourcelines(importlib.import_module(module_name))[0][first - 1 : last - 1]
+    except (ImportError, OSError, TypeError):
+        return None
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
