@@ -239,3 +239,52 @@ def test_plain_tensors_with_and_without_torchs_fake_tensors(monkeypatch):
     assert not _compat.is_plain_tensor(torch.ones(2).as_subclass(torch.nn.Buffer))
     hide(monkeypatch, "FakeTensor")
     assert not _compat.is_plain_tensor(fake) and _compat.is_plain_tensor(torch.ones(2))
+
+
+def test_ahead_of_time_compile_support_and_its_absence(monkeypatch):
+    from torch._dynamo.aot_compile import AOTCompiledFunction
+    from torch._dynamo.aot_compile_types import SerializableCallable
+
+    assert _compat.aot_compiled_function() is AOTCompiledFunction
+
+    class Saveable:
+        pass
+
+    _compat.register_serializable(Saveable)
+    assert issubclass(Saveable, SerializableCallable)
+    for name in ("AOTCompiledFunction", "SerializableCallable"):
+        with monkeypatch.context() as patch:
+            hide(patch, name)
+            assert _compat.aot_compiled_function() is None
+
+    class Other:
+        pass
+
+    hide(monkeypatch, "SerializableCallable")
+    _compat.register_serializable(Other)  # nothing to register with: a no-op
+    assert not issubclass(Other, SerializableCallable)
+
+
+def test_unserializable_guard_kinds_from_torch_or_the_fallback(monkeypatch):
+    from torch._dynamo.guards import CheckFunctionManager
+
+    assert _compat.unserializable_guard_types() == frozenset(CheckFunctionManager.UNSUPPORTED_SERIALIZATION_GUARD_TYPES)
+    hide(monkeypatch, "CheckFunctionManager")
+    assert "ID_MATCH" in _compat.unserializable_guard_types()
+
+
+def test_pytree_with_and_without_torchs(monkeypatch):
+    flatten, unflatten = _compat.pytree_functions()
+    leaves, spec = flatten({"a": torch.ones(1), "b": (torch.zeros(1), None)})
+    assert len(leaves) == 3 and set(unflatten(leaves, spec)) == {"a", "b"}
+    hide(monkeypatch, "tree_flatten")
+    flatten, unflatten = _compat.pytree_functions()
+    value = {"a": torch.ones(1)}
+    leaves, spec = flatten(value)
+    assert leaves == [value] and unflatten(leaves, spec) is value
+
+
+def test_guard_failure_reason_with_and_without_torchs_details():
+    import types
+
+    assert "not available" in _compat.guard_failure(types.SimpleNamespace(), ())
