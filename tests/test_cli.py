@@ -81,6 +81,20 @@ def test_warm_targets_are_judged_from_the_results():
     assert "synthetic  warm" in format_table(results, 28)
 
 
+def test_steady_targets_are_judged_from_the_results():
+    from fxsplit.tools.steady_bench import SteadyResult, format_table, target_checks
+
+    result = SteadyResult(28, 1, piece_call_us=12.5, splitting_op_us=4.0)
+    result.forward_ms = {"inductor": {2: 10.0, 64: 20.0}, "fxsplit": {2: 11.0, 64: 21.5}}
+    assert target_checks(result) == [
+        ("2 tokens: fxsplit <= 1.15x whole-graph inductor (1.10x)", True),
+        ("64 tokens: fxsplit <= 1.05x whole-graph inductor (1.07x)", False),
+        ("one compiled piece's call <= 10 µs (12.5 µs)", False),
+    ]
+    table = format_table(result)
+    assert "fxsplit                11.00 (1.10x)" in table and "calling one compiled piece: 12.5 µs" in table
+
+
 def test_plot_does_not_apply_to_compile_bench(capsys):
     assert cli.main(["bench", "--compile", "--plot", "x.png"]) == 2
     assert capsys.readouterr().err == "fxsplit: --plot draws the split benchmark; it does not apply to --compile\n"

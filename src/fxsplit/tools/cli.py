@@ -48,6 +48,8 @@ def _layer_list(text: str) -> list[int]:
 def _bench(args: argparse.Namespace) -> int:
     if args.warm:
         return _warm_bench(args)
+    if args.steady:
+        return _steady_bench(args)
     if args.compile:
         return _compile_bench(args)
     from . import bench
@@ -83,6 +85,15 @@ def _warm_bench(args: argparse.Namespace) -> int:
     _pin_threads(args)
     results = warm_bench.warm_start(layers)
     _print_results(results, warm_bench.target_checks(results, layers), warm_bench.format_table(results, layers), args)
+    return 0
+
+
+def _steady_bench(args: argparse.Namespace) -> int:
+    from . import steady_bench
+
+    _pin_threads(args)
+    result = steady_bench.measure((args.layers or [28])[0], args.threads, progress=not args.json)
+    _print_results([result], steady_bench.target_checks(result), steady_bench.format_table(result), args)
     return 0
 
 
@@ -210,6 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--warm",
         action="store_true",
         help="fxsplit.compile's cold start against warm ones from its saved model (default 28 layers)",
+    )
+    bench.add_argument(
+        "--steady",
+        action="store_true",
+        help="steady-state forward at 2-512 tokens: fxsplit against eager and whole-graph inductor (default 28 layers)",
     )
     bench.add_argument("--reps", type=_positive, default=7, help="timed repetitions per variant (default 7)")
     bench.add_argument(

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 ATTENTION_OP_NAME = "fxsplit_demo::attention"
+MARK_OP_NAME = "fxsplit_demo::mark"
 
 
 @torch.library.custom_op(ATTENTION_OP_NAME, mutates_args=())
@@ -32,6 +33,37 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int
 @_attention.register_fake
 def _attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int) -> torch.Tensor:
     return torch.empty_like(q)
+
+
+@torch.library.custom_op(MARK_OP_NAME, mutates_args=())
+def _mark(x: torch.Tensor) -> torch.Tensor:
+    """A splitting op that does next to nothing, for timing what a piece boundary costs."""
+    return x.clone()
+
+
+@_mark.register_fake
+def _mark_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+class TinyPieces(nn.Module):
+    """``pieces`` compute pieces that do almost nothing, split by a splitting op that
+    does almost nothing: what a forward costs is what its piece boundaries cost."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.pieces):
+            x = torch.ops.fxsplit_demo.mark(x * 2 + 1)
+        return x * 2 + 1
+
+    def marks_only(self, x: torch.Tensor) -> torch.Tensor:
+        """The splitting ops alone, as many as ``forward`` calls."""
+        for _ in range(self.pieces):
+            x = torch.ops.fxsplit_demo.mark(x)
+        return x
 
 
 @dataclass(frozen=True)
