@@ -288,3 +288,15 @@ def test_guard_failure_reason_with_and_without_torchs_details():
     import types
 
     assert "not available" in _compat.guard_failure(types.SimpleNamespace(), ())
+
+
+def test_a_compiled_piece_is_entered_under_its_pass_through_wrappers(monkeypatch):
+    store = _compat.persistent_compiler()
+    gm, args = fxsplit.capture_graph(lambda x: (x.sin() * 2,), (torch.randn(5),))
+    compiled = store.compile(gm, args)
+    entry = _compat.direct_entry(compiled)
+    assert entry is not compiled and not getattr(entry, "_torchdynamo_disable", False)
+    torch.testing.assert_close(entry(*args), gm(*args))
+    assert _compat.direct_entry(gm) is gm  # not a compiled artifact: called as it is
+    hide(monkeypatch, "AOTCompiledArtifact")
+    assert _compat.direct_entry(compiled) is compiled

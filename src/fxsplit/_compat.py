@@ -210,6 +210,26 @@ def inductor_cache_at(directory: str) -> contextlib.AbstractContextManager[Any]:
     return scoped(directory) if scoped is not None else contextlib.nullcontext()
 
 
+def direct_entry(compiled: Any) -> Callable[..., Any]:
+    """What calling ``compiled``, a piece from :class:`PersistentCompiler`, comes down
+    to: AOTAutograd's function under the artifact's pass-through wrappers and Dynamo's
+    ``disable`` around it. Calling that costs about 1.5 µs less per piece; the caller
+    must run outside Dynamo (a backend's output does; fxsplit's stitching disables
+    Dynamo once for a whole forward). Anything else is returned as it is.
+    """
+    artifact = _private("torch._inductor.standalone_compile", "AOTCompiledArtifact")
+    bundled = _private("torch._dynamo.aot_compile_types", "BundledAOTAutogradSerializableCallable")
+    if artifact is None or bundled is None or type(compiled) is not artifact:
+        return compiled
+    inner = vars(compiled).get("inner_fn")
+    if type(inner) is not bundled:
+        return compiled
+    function = vars(inner).get("compiled_fn")
+    while getattr(function, "_torchdynamo_disable", False) and callable(getattr(function, "__wrapped__", None)):
+        function = function.__wrapped__
+    return function if callable(function) else compiled
+
+
 @dataclasses.dataclass(frozen=True)
 class PersistentCompiler:
     """Inductor's compile-to-bytes, where this torch has it.

@@ -31,6 +31,7 @@ from .. import _compat
 from ..runtime.layout import InputLayouts
 from ..runtime.runner import PieceRunner, SizeAt
 from ..runtime.signature import Signature
+from ..runtime.stitching import install_direct_stitching
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp
 from ..split.splitters import SplitItem, split_graph
@@ -167,6 +168,7 @@ class PiecewiseBackend:
         log.info("%s", report.format())
         if self.dump_dir is not None:
             self._dump(gm, split, items, report)
+        install_direct_stitching(split)
         return split
 
     @property

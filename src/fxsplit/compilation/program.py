@@ -20,6 +20,7 @@ from torch.fx import Graph, GraphModule
 
 from .. import _compat
 from ..runtime.runner import PieceRunner
+from ..runtime.stitching import install_direct_stitching
 
 
 class PiecewiseProgram:
@@ -69,6 +70,7 @@ class PiecewiseProgram:
         for name, runner in runners.items():
             del stitching._modules[name]
             stitching.__dict__[name] = runner
+        install_direct_stitching(stitching)
         return cls(stitching)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import _compat
 from .layout import InputLayouts
 
 # where a piece's inputs hold the size it dispatches on: (input, dim), dim None for a SymInt input
@@ -18,7 +19,9 @@ class PieceRunner:
     version compiled for it (in ``specialised``, or made by ``specialise(size)`` on
     first use and kept), any other size the general version. Inputs whose layout the
     compiled code refuses are copied into the layout it expects (see
-    :mod:`fxsplit.runtime.layout`).
+    :mod:`fxsplit.runtime.layout`). A compiled version is entered under its
+    pass-through wrappers (:func:`fxsplit._compat.direct_entry`), so the runner must
+    run outside Dynamo, as a backend's output and fxsplit's stitching do.
 
     A runner pickles with its compiled versions (which need a pickler that can save
     them) but without ``specialise``: an unpickled runner compiles nothing, and runs a
@@ -43,29 +46,40 @@ class PieceRunner:
         self.layouts = layouts
         self.general_calls = 0
         self.specialised_calls = 0
+        self._entries: dict[int | None, Callable[..., Any]] = {None: _compat.direct_entry(general)}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "_specialise"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_specialise", "_entries")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._specialise = lambda size: self.general
+        self._entries = {None: _compat.direct_entry(self.general)}
+
+    def _specialised_entry(self, size: int) -> Callable[..., Any]:
+        """What runs a size of ``compile_sizes``: its version, compiled now if it is not yet."""
+        entry = self._entries.get(size)
+        if entry is None:
+            version = self.specialised.get(size)
+            if version is None:
+                version = self.specialised[size] = self._specialise(size)
+            entry = self._entries[size] = _compat.direct_entry(version)
+        return entry
 
     def __call__(self, *args: Any) -> Any:
         if self.layouts.watched:
             args = tuple(self.layouts.apply(args))
-        runnable = self.general
         if self.compile_sizes:
             index, dim = self.size_at  # type: ignore[misc]
             size = args[index] if dim is None else args[index].shape[dim]
             if size in self.compile_sizes:
-                runnable = self.specialised.get(size)  # type: ignore[assignment]
-                if runnable is None:
-                    runnable = self.specialised[size] = self._specialise(size)
+                runnable = self._specialised_entry(size)
                 self.specialised_calls += 1
             else:
+                runnable = self._entries[None]
                 self.general_calls += 1
         else:
+            runnable = self._entries[None]
             self.general_calls += 1
         try:
             return runnable(*args)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.fx import Graph, GraphModule
+from torch.fx.graph import PythonCode
 
 from .. import _compat
 
@@ -230,3 +231,19 @@ def node_count(module: GraphModule) -> int:
     if "_graph" in module.__dict__ or deferred is None or deferred.node_count is None:
         return len(module.graph.nodes)
     return deferred.node_count
+
+
+def python_code(module: GraphModule) -> PythonCode:
+    """FX's generated code of ``module``; for a lazy module, its own, made once and kept
+    (so that reading ``.code`` later generates nothing and changes nothing)."""
+    if isinstance(module, LazyGraphModule):
+        return module._own_python_code()
+    return module.graph.python_code(root_module="self")
+
+
+def runnable_forward(module: GraphModule) -> Callable[..., Any]:
+    """``module``'s forward as a bound method, its code generated (or shared with a
+    structural twin) now rather than on its first call."""
+    if isinstance(module, LazyGraphModule):
+        module._ensure_forward()
+    return module.forward

@@ -121,21 +121,26 @@ def measure(layers: int, threads: int, sizes: Sequence[int] = SIZES, progress: b
 
 
 def _piece_call_cost() -> tuple[float, float]:
-    """(µs to call one compiled piece, µs of the eager splitting op between two)."""
+    """(µs to call one compiled piece, µs of the eager splitting op between two), from
+    the difference between models of two depths, each timed interleaved with the others."""
     import torch
 
     from . import models
 
     x = torch.randn(4)
-    forward, splitting = {}, {}
+    timed: dict[tuple[int, str], Callable[[], Any]] = {}
     for pieces in TINY_PIECES:
         tiny = models.TinyPieces(pieces)
-        compiled = _compiled("fxsplit", tiny, [models.MARK_OP_NAME])
-        forward[pieces] = _time_per_call(partial(compiled, x), calls=50)
-        splitting[pieces] = _time_per_call(partial(tiny.marks_only, x), calls=50)
+        timed[pieces, "forward"] = partial(_compiled("fxsplit", tiny, [models.MARK_OP_NAME]), x)
+        timed[pieces, "splitting"] = partial(tiny.marks_only, x)
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(REPEATS):
+        for key, call in timed.items():
+            best[key] = min(best[key], _time_per_call(call, repeats=1, calls=200))
     added = TINY_PIECES[1] - TINY_PIECES[0]
-    per_layer = (forward[TINY_PIECES[1]] - forward[TINY_PIECES[0]]) / added
-    per_op = (splitting[TINY_PIECES[1]] - splitting[TINY_PIECES[0]]) / added
+    low, high = TINY_PIECES
+    per_layer = (best[high, "forward"] - best[low, "forward"]) / added
+    per_op = (best[high, "splitting"] - best[low, "splitting"]) / added
     return (per_layer - per_op) * 1e6, per_op * 1e6
 
 
