@@ -300,3 +300,13 @@ def test_a_compiled_piece_is_entered_under_its_pass_through_wrappers(monkeypatch
     assert _compat.direct_entry(gm) is gm  # not a compiled artifact: called as it is
     hide(monkeypatch, "AOTCompiledArtifact")
     assert _compat.direct_entry(compiled) is compiled
+
+
+def test_a_modules_own_hooks_are_seen_and_assumed_where_torch_keeps_them_elsewhere(monkeypatch):
+    module = torch.nn.Linear(2, 2)
+    assert not _compat.has_own_hooks(module)
+    handle = module.register_forward_pre_hook(lambda m, args: None)
+    assert _compat.has_own_hooks(module)
+    handle.remove()
+    monkeypatch.delattr(module, "_forward_pre_hooks")
+    assert _compat.has_own_hooks(module)

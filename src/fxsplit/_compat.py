@@ -210,6 +210,13 @@ def inductor_cache_at(directory: str) -> contextlib.AbstractContextManager[Any]:
     return scoped(directory) if scoped is not None else contextlib.nullcontext()
 
 
+def has_own_hooks(module: torch.nn.Module) -> bool:
+    """Whether forward hooks are registered on ``module`` itself; True where this torch
+    keeps them elsewhere, so that the module is called with ``nn.Module.__call__``."""
+    hooks = [getattr(module, name, None) for name in ("_forward_hooks", "_forward_pre_hooks")]
+    return any(h is None or bool(h) for h in hooks)
+
+
 def direct_entry(compiled: Any) -> Callable[..., Any]:
     """What calling ``compiled``, a piece from :class:`PersistentCompiler`, comes down
     to: AOTAutograd's function under the artifact's pass-through wrappers and Dynamo's

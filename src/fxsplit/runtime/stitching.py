@@ -7,7 +7,8 @@ sizes of decoding a piece does a few microseconds of work, so that is a visible 
 of a forward (see ``fxsplit bench --steady``). :func:`install_direct_stitching` runs
 the same generated code against the pieces' runnables instead: a compute piece's
 runner, a splitting piece's generated ``forward``. A piece with hooks of its own keeps
-its ``nn.Module`` call, and with them its hooks.
+its ``nn.Module`` call, and with them its hooks; hooks registered for every module
+(``register_module_forward_hook``) do not see the pieces.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from .. import _compat
 from ..split.lazy import python_code, runnable_forward
 from .runner import PieceRunner
 
@@ -35,8 +37,7 @@ class _Pieces:
 
 
 def _runnable(module: torch.nn.Module) -> Callable[..., Any]:
-    hooked = module._forward_hooks or module._forward_pre_hooks
-    if hooked or not isinstance(module, GraphModule):
+    if _compat.has_own_hooks(module) or not isinstance(module, GraphModule):
         return module
     return runnable_forward(module)
 
