@@ -100,7 +100,7 @@ def measure(layers: int, threads: int, sizes: Sequence[int] = SIZES, progress: b
     inputs = {n: models.example_inputs(model.config, n) for n in sizes}
     with torch.no_grad():
         expected = {n: model(*inputs[n]) for n in sizes}
-        torch._dynamo.reset()
+        torch.compiler.reset()
         compiled = {}
         for mode in MODES:
             if progress:
