@@ -12,6 +12,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import subprocess
 import sys
 from pathlib import Path
 
@@ -63,6 +64,15 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     model, ops, inputs, tensor_of = build(args.model)
+    pythons = []  # child Python processes started from here on (Inductor's CPU probe starts them)
+    popen_init = subprocess.Popen.__init__
+
+    def counted(self, command, *rest, **options):
+        if isinstance(command, (list, tuple)) and command and command[0] == sys.executable:
+            pythons.append(command)
+        popen_init(self, command, *rest, **options)
+
+    subprocess.Popen.__init__ = counted
     sizes = [int(s) for s in args.sizes.split(",") if s]
     result: dict = {}
     with torch.no_grad():
@@ -94,6 +104,7 @@ def main() -> None:
         outputs=outputs,
         types=types,
         fallback_calls=compiled.fallback_calls,
+        python_children=len(pythons),
     )
     print(json.dumps(result))
 

@@ -18,6 +18,7 @@ from fxsplit.compilation.cache import (
     ARTIFACT,
     CACHEDIR_TAG,
     COMPILER_FILES,
+    ISA_PROBES,
     MARKER,
     NotACacheDirError,
     PieceCache,
@@ -126,6 +127,24 @@ def test_the_compilers_files_count_towards_the_limit_as_one_entry(tmp_path):
     assert cache.info().entries == 1 and cache.info().bytes > 7000  # the piece and the compiler's files
     cache.store("bb" * 32, write_bytes(b"x" * 3000), {})  # over the limit: the least recently used goes
     assert not (tmp_path / "c" / COMPILER_FILES).exists() and cache.info().entries == 2
+
+
+def test_the_cpu_probes_answers_are_kept_with_the_compilers_files(tmp_path, monkeypatch):
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probed = []
+    monkeypatch.setattr(VecISA, "_probe_load", lambda isa, library: probed.append(library) or True)
+    with PieceCache(tmp_path / "c").compiler_context() as directory:
+        assert VecISA._probe_load(None, str(directory / "isa.so"))
+    assert len(probed) == 1 and not list((tmp_path / "c" / "tmp").iterdir())  # nothing left staged
+    with PieceCache(tmp_path / "c").compiler_context():  # a later process: answered from the file
+        assert VecISA._probe_load(None, "/elsewhere/isa.so")
+    assert len(probed) == 1
+    (tmp_path / "c" / COMPILER_FILES / ISA_PROBES).write_text("{damaged")
+    with PieceCache(tmp_path / "c").compiler_context():  # a damaged file: probed again, and kept again
+        assert VecISA._probe_load(None, "/elsewhere/isa.so")
+    assert len(probed) == 2
+    assert list(json.loads((tmp_path / "c" / COMPILER_FILES / ISA_PROBES).read_text()).values()) == [{"isa.so": True}]
 
 
 def test_clear_empties_it(tmp_path):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
@@ -170,6 +171,36 @@ def test_inductor_cache_moves_into_the_block_and_back(monkeypatch, tmp_path):
     hide(monkeypatch, "temporary_cache_dir")
     with _compat.inductor_cache_at(str(tmp_path)):
         assert cache_dir() == outside
+
+
+def test_the_cpu_probe_is_answered_from_kept_answers_and_learns_new_ones(monkeypatch):
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probed = []
+    monkeypatch.setattr(VecISA, "_probe_load", lambda isa, library: probed.append(library) or True)
+    probe = VecISA._probe_load
+    kept = {"known.so": False}
+    with _compat.isa_probe_answers(kept):
+        assert VecISA._probe_load(None, "/any/where/known.so") is False  # kept: not probed
+        with _compat.isa_probe_answers(nested := {}):
+            assert VecISA._probe_load(None, "/cache/new.so") is True
+        assert VecISA._probe_load(None, "/elsewhere/new.so") is True  # learnt once, for every open block
+    assert probed == ["/cache/new.so"]
+    assert kept == {"known.so": False, "new.so": True} and nested == {"new.so": True}
+    assert VecISA._probe_load is probe  # torch's probe again after the block
+
+
+def test_without_torchs_cpu_probe_the_block_runs_as_it_is(monkeypatch):
+    assert json.loads(_compat.isa_probe_machine())[2] == torch.__version__
+    hide(monkeypatch, "VecISA")
+    assert _compat.isa_probe_machine() is None
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probe = VecISA._probe_load
+    kept = {}
+    with _compat.isa_probe_answers(kept):
+        assert VecISA._probe_load is probe
+    assert kept == {}
 
 
 def test_size_hints_from_either_name_of_the_table():

@@ -67,10 +67,13 @@ def test_cold_then_warm_in_fresh_processes_and_moved(tmp_path):
     assert warm["origin"] == "loaded" and warm["outputs"][0] == cold["outputs"][0]
     # no Dynamo trace, no AOTAutograd, no compiler call, also at sizes never compiled for
     assert (warm["graphs"], warm["aot"], warm["compiler_calls"], warm["fallback_calls"]) == (0, 0, 0, 0)
+    # nor Inductor's CPU probe, whose answers the cold process kept (a child Python per instruction set)
+    assert warm["python_children"] == 0
 
     moved = tmp_path / "elsewhere"
     shutil.move(cache, moved)
-    assert run_worker(moved, "synthetic", "--sizes", "8")["origin"] == "loaded"
+    moved_warm = run_worker(moved, "synthetic", "--sizes", "8")
+    assert moved_warm["origin"] == "loaded" and moved_warm["python_children"] == 0
 
 
 def test_a_huggingface_model_gives_back_its_model_output_after_a_load(tmp_path):

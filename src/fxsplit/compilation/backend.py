@@ -313,7 +313,7 @@ class PiecewiseBackend:
         if cache is not None and key is not None:
             entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
         # the kernels a loaded artifact needs are built, or found, where the cache is
-        with _compat.inductor_cache_at(str(cache.compiler_files())) if cache is not None else nullcontext():
+        with cache.compiler_context() if cache is not None else nullcontext():
             if cache is not None and entry is not None:
                 started = time.perf_counter()
                 loaded = cache.load(entry, partial(_loaded, store))

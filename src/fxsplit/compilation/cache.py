@@ -18,9 +18,9 @@ was compiled (never from a path), so a cache directory can be moved or copied.
   and ``clear`` touch only entries, ``tmp/`` and ``inductor/``.
 
 ``<root>/inductor/`` holds Inductor's own cache files for the pieces (on CPU, the
-kernel libraries gcc built), so that a warm start needs nothing outside the root. The
-size limit counts it as one more entry: evicting it costs kernel rebuilds, never a
-wrong result.
+kernel libraries gcc built, and the answers of Inductor's CPU probe), so that a warm
+start needs nothing outside the root. The size limit counts it as one more entry:
+evicting it costs kernel rebuilds, never a wrong result.
 """
 
 from __future__ import annotations
@@ -35,10 +35,12 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .. import _compat
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ DEFAULT_MAX_BYTES = 10 * 2**30
 ARTIFACT = "artifact.bin"
 META = "meta.json"
 COMPILER_FILES = "inductor"
+ISA_PROBES = "fxsplit-isa-probes.json"  # inside COMPILER_FILES
 MARKER = "FXSPLIT-CACHE"
 CACHEDIR_TAG = "CACHEDIR.TAG"
 _TMP = "tmp"
@@ -208,6 +211,42 @@ class PieceCache:
         os.utime(directory)
         return directory
 
+    @contextlib.contextmanager
+    def compiler_context(self) -> Iterator[Path]:
+        """Inductor's cache files in :meth:`compiler_files` for the block, and the
+        answers of its CPU instruction-set probe kept there too, so that a warm start
+        neither rebuilds kernels nor probes the CPU again (2 s here)."""
+        directory = self.compiler_files()
+        machine = _compat.isa_probe_machine()
+        kept = _read_json(directory / ISA_PROBES)
+        answers = dict(kept.get(machine, {})) if machine is not None else {}
+        known = dict(answers)
+        try:
+            with _compat.inductor_cache_at(str(directory)), _compat.isa_probe_answers(answers):
+                yield directory
+        finally:
+            if machine is not None and answers != known:
+                self._replace_json(directory / ISA_PROBES, {**_read_json(directory / ISA_PROBES), machine: answers})
+
+    def _replace_json(self, path: Path, value: dict[str, Any]) -> None:
+        """Write a small file of the cache's own atomically, staged in ``tmp/``; failing to
+        costs a probe next time, nothing else."""
+        scratch = self.root / _TMP
+        try:
+            scratch.mkdir(mode=0o700, exist_ok=True)
+            descriptor, staged = tempfile.mkstemp(dir=scratch)
+        except OSError as error:
+            log.info("fxsplit cache: could not write %s (%s)", path, error)
+            return
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                json.dump(value, file)
+            os.replace(staged, path)
+        except OSError as error:
+            log.info("fxsplit cache: could not write %s (%s)", path, error)
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+
     def entries(self) -> list[tuple[Path, int, float]]:
         """(entry, bytes, last used) for every complete entry."""
         found = []
@@ -253,6 +292,15 @@ class PieceCache:
         for own in (_TMP, COMPILER_FILES):
             shutil.rmtree(self.root / own, ignore_errors=True)
         return len(entries)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON file of the cache's own, or {} where it is missing or damaged."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _is_legacy_cache(root: Path) -> bool:

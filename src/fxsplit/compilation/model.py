@@ -339,7 +339,7 @@ def _load(
         _compat.register_serializable(PiecewiseProgram)
         fake_mode, _ = _compat.fresh_fake_mode() or (None, None)
         # unpickling the guards can record a guard (torch's ImportSource does), which needs a tracing context
-        with _compat.inductor_cache_at(str(cache.compiler_files())), _compat.tracing_with(fake_mode):
+        with cache.compiler_context(), _compat.tracing_with(fake_mode):
             function = aot.deserialize(saved["function"], _flat_call.__globals__)
     except Exception as error:
         raise _Stale(f"it does not load ({type(error).__name__}: {error})") from error
