@@ -95,6 +95,34 @@ def test_steady_targets_are_judged_from_the_results():
     assert "fxsplit                11.00 (1.10x)" in table and "calling one compiled piece: 12.5 µs" in table
 
 
+def test_the_sizes_bench_table_and_targets():
+    from fxsplit.tools.sizes_bench import SizesResult, format_table, target_checks
+
+    at = {"4": 1.0, "8": 1.1}
+    results = [
+        SizesResult("no sizes", 28, 0, 20.0, 3, 0, at),
+        SizesResult("0 workers", 28, 0, 40.0, 15, 0, at),
+        SizesResult("workers", 28, 1, 30.0, 15, 1, at),
+    ]
+    assert target_checks(results) == [
+        ("2 sizes: default workers <= 0.7x in-process (0.75x)", False),
+        ("no compile after the first call (1 compiler calls)", False),
+    ]
+    assert "workers          1      30.00             15      1.00     1.10" in format_table(results)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bench", "--sizes", "4,8"], "--sizes goes with --compile"),
+        (["bench", "--compile", "--sizes", "4", "--layers", "2,8"], "--sizes measures one depth"),
+    ],
+)
+def test_sizes_bench_usage_errors(capsys, argv, message):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_plot_does_not_apply_to_compile_bench(capsys):
     assert cli.main(["bench", "--compile", "--plot", "x.png"]) == 2
     assert capsys.readouterr().err == "fxsplit: --plot draws the split benchmark; it does not apply to --compile\n"

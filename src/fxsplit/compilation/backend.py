@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,7 @@ from .dedup import digest, persistent_key, piece_key, piece_structure
 from .dump import readable_code, write_dump
 from .examples import describe, fake_inputs
 from .report import CompileReport, PieceRow, Progress, Specialisation
+from .workers import CompileWorkers, SizeJob, WorkerDied, compile_size, default_workers, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,14 @@ class PiecewiseBackend:
             compiles a graph of its own and never reaches this dispatch.
         lazy: compile each size of ``compile_sizes`` when a call of that size first
             arrives, instead of during the first call.
+        compile_workers: where the sizes of ``compile_sizes`` are compiled (Inductor
+            only; the general versions are compiled here, from Dynamo's trace): a
+            number of worker processes (0: all in this process), any
+            ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, Dask's
+            ``Client.get_executor()``), or None: one process per job, at most one per
+            core but this one's. This process compiles the jobs no worker has started.
+            Workers start with the first graph (see :meth:`start_workers`) and are
+            reused by every later compilation in the process.
         dedup: share compiled artifacts between structurally identical pieces.
         cache_dir: where to keep compiled pieces between processes (Inductor only):
             ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
@@ -116,6 +128,7 @@ class PiecewiseBackend:
         compiler: str | Compiler = "inductor",
         compile_sizes: Iterable[int] = (),
         lazy: bool = False,
+        compile_workers: CompileWorkers = None,
         dedup: bool = True,
         cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -127,6 +140,10 @@ class PiecewiseBackend:
         self.lazy = lazy
         self.dedup = dedup
         self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
+        if isinstance(compile_workers, int) and compile_workers < 0:
+            raise ValueError(f"compile_workers={compile_workers}: give a number of processes >= 0, an Executor or None")
+        self.compile_workers = compile_workers
+        self._executor: Executor | None = compile_workers if isinstance(compile_workers, Executor) else None
         root = cache_root(cache_dir)
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.dump_dir = dump_dir
@@ -151,17 +168,22 @@ class PiecewiseBackend:
         compute = [item for item in items if not item.is_splitting_graph]
         report.compute_pieces = len(compute)
         progress = Progress(len(compute))
+        sized: list[_SizeWork] = []
         try:
             for item in items:
                 if item.is_splitting_graph:
                     report.rows.append(PieceRow(item.submod_name, "splitting", node_count(item.graph)))
                     continue
-                row, runner = self._compile_piece(item, top_level, dispatch, runners, report)
+                row, runner = self._compile_piece(item, top_level, dispatch, runners, report, sized)
                 progress.step(item.submod_name)
                 report.rows.append(row)
                 split.__dict__[item.submod_name] = runner
+            self._finish_sizes(sized, report)
         finally:
             progress.close()
+            for work in sized:
+                if work.future is not None:
+                    work.future.cancel()
         self._runners.update(runners)
         report.compile_seconds = time.perf_counter() - start - report.split_seconds
         self.reports.append(report)
@@ -194,6 +216,7 @@ class PiecewiseBackend:
         dispatch: str | None,
         runners: dict[Hashable, tuple[str, PieceRunner]],
         report: CompileReport,
+        sized: list[_SizeWork],
     ) -> tuple[PieceRow, PieceRunner]:
         piece = item.graph
         structure = piece_structure(piece) if self.dedup else None  # read before the graph is built
@@ -209,6 +232,14 @@ class PiecewiseBackend:
             return row, known[1]
 
         started = time.perf_counter()
+        size_at = _size_at(fakes, dispatch)
+        signature = describe(fakes)
+        # the sizes go to the workers first, so that they compile while this process compiles the general version
+        work = (
+            []
+            if self.lazy or size_at is None or dispatch is None
+            else self._submit_sizes(item, signature, key, dispatch, len(sized))
+        )
         general = self._compiled(
             item,
             report,
@@ -217,8 +248,6 @@ class PiecewiseBackend:
             in_memory=partial(self.compiler, piece, inputs),
             persistent=lambda store: store.compile(piece, inputs),
         )
-        size_at = _size_at(fakes, dispatch)
-        signature = describe(fakes)
 
         def specialise(size: int) -> Callable[..., Any]:
             assert dispatch is not None
@@ -227,13 +256,107 @@ class PiecewiseBackend:
         runner = PieceRunner(
             item.submod_name, general, size_at, self.compile_sizes, specialise, InputLayouts(signature)
         )
-        if not self.lazy:
-            for size in sorted(runner.compile_sizes):
-                runner.specialised[size] = specialise(size)
+        for w in work:
+            w.runner = runner
+        sized.extend(work)
         row.seconds = time.perf_counter() - started
         if key is not None:
             runners[key] = (item.submod_name, runner)
         return row, runner
+
+    def start_workers(self) -> None:
+        """Start the worker processes of ``compile_workers`` now rather than with the
+        first graph, so that their start-up (importing torch and Inductor, seconds)
+        overlaps with the caller's own work, such as Dynamo's trace. Does nothing
+        where no worker would be used (no ``compile_sizes``, ``lazy``, 0 workers, a
+        compiler other than Inductor)."""
+        self._workers(len(self.compile_sizes))
+
+    def _workers(self, jobs: int) -> Executor | None:
+        """Where ``jobs`` size jobs compile, started or grown for them; None: here."""
+        store = self._persistent
+        if self.lazy or not self.compile_sizes or store is None or store.compile_with is None or jobs < 1:
+            return None
+        if self._executor is not None:
+            return self._executor
+        wanted = min(default_workers(), jobs) if self.compile_workers is None else self.compile_workers
+        assert isinstance(wanted, int)
+        return shared_pool(wanted) if wanted > 0 else None
+
+    def _submit_sizes(
+        self, item: SplitItem, signature: Signature | None, key: Hashable | None, symbol: str, submitted: int
+    ) -> list[_SizeWork]:
+        """The sizes of ``compile_sizes`` for one piece, each sent to a worker where one
+        compiles it (not a size the cache already holds, which loads here)."""
+        work = [_SizeWork(item, signature, key, symbol, size) for size in sorted(self.compile_sizes)]
+        cache = self.cache
+        if signature is None:  # cannot be made outside Dynamo: _specialise says so, here
+            return work
+        jobs = [w for w in work if cache is None or key is None or not self._cached(cache, key, w.size)]
+        executor = self._workers(submitted + len(jobs))
+        if executor is None or not jobs:
+            return work
+        graph = pickle.dumps(item.graph)  # here, not in the executor's thread, while this one compiles the graph
+        root = str(cache.root) if cache is not None else None
+        for w in jobs:
+            w.submitted = time.perf_counter()
+            w.future = executor.submit(
+                compile_size, SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root)
+            )
+        return work
+
+    def _finish_sizes(self, sized: list[_SizeWork], report: CompileReport) -> None:
+        """Every size of every new piece compiled: here, the jobs no worker has started
+        (the last first, as workers take the first), then the workers' results."""
+        for work in reversed(sized):
+            if work.future is None or work.future.cancel():
+                work.future = None
+                self._size_here(work, report)
+        for work in sized:
+            if work.future is not None:
+                self._size_from_worker(work, report)
+        report.specialisations.sort(key=lambda s: (s.piece, s.size))
+
+    def _size_here(self, work: _SizeWork, report: CompileReport) -> None:
+        runner = work.runner
+        assert runner is not None
+        version = self._specialise(work.item, work.signature, report, work.key, work.symbol, work.size)
+        runner.specialised[work.size] = version or runner.general
+
+    def _size_from_worker(self, work: _SizeWork, report: CompileReport) -> None:
+        assert work.future is not None and work.runner is not None and self._persistent is not None
+        name, size = work.item.submod_name, work.size
+        try:
+            blob = work.future.result()
+        except (WorkerDied, BrokenExecutor) as error:
+            log.warning("fxsplit: the worker compiling %s for size %d died (%s); compiling it here", name, size, error)
+            self._size_here(work, report)
+            return
+        except Exception as error:
+            path = _write_code(work.item)
+            raise PieceCompileError(
+                f"{self.compiler_name} failed to compile {name} for size {size} in a worker: {error}. "
+                f"Its code is in {path}"
+            ) from error
+        cache = self.cache
+        with cache.compiler_context() if cache is not None else nullcontext():
+            compiled = work.runner.specialised[size] = self._persistent.deserialize(blob)
+        report.compiler_calls += 1
+        entry = self._entry(work.key, size) if work.key is not None else None
+        if cache is not None and entry is not None:
+            report.cache_misses += 1
+            self._save(cache, entry, work.item, blob, size)
+        self._keep(compiled, blob)
+        seconds = time.perf_counter() - work.submitted
+        report.specialisations.append(Specialisation(name, size, seconds, worker=True))
+
+    def _cached(self, cache: PieceCache, key: Hashable, size: int) -> bool:
+        entry = self._entry(key, size)
+        return entry is not None and entry in cache
+
+    def _entry(self, key: Hashable, size: int | None) -> str | None:
+        """The persistent cache's key for a piece compiled for ``size`` (None: general)."""
+        return persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
 
     @staticmethod
     def _example_inputs(item: SplitItem, top_level: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -311,7 +434,7 @@ class PiecewiseBackend:
         cache = self.cache
         entry = None
         if cache is not None and key is not None:
-            entry = persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
+            entry = self._entry(key, size)
         # the kernels a loaded artifact needs are built, or found, where the cache is
         with cache.compiler_context() if cache is not None else nullcontext():
             if cache is not None and entry is not None:
@@ -370,6 +493,20 @@ class PiecewiseBackend:
                 item.submod_name,
                 error,
             )
+
+
+@dataclass
+class _SizeWork:
+    """One piece to compile for one size: in a worker (``future``) or here."""
+
+    item: SplitItem
+    signature: Signature | None
+    key: Hashable | None
+    symbol: str
+    size: int
+    future: Future[bytes] | None = None
+    submitted: float = 0.0
+    runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version
 
 
 def _loaded(store: _compat.PersistentCompiler, blob: bytes) -> tuple[Callable[..., Any], bytes]:

@@ -146,6 +146,10 @@ class PieceCache:
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key
 
+    def __contains__(self, key: str) -> bool:
+        """Whether an entry for ``key`` is there (it may still fail its checksum)."""
+        return (self._entry(key) / ARTIFACT).exists()
+
     def read(self, key: str) -> bytes | None:
         """The bytes stored for ``key``, or None on a miss. A damaged entry (a
         checksum that does not match) is removed, and reported, so that the caller

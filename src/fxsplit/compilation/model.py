@@ -35,6 +35,7 @@ from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
 from .compilers import Compiler
 from .program import PiecewiseProgram
 from .report import CompileReport
+from .workers import CompileWorkers
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def compile(
     splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
     compiler: str | Compiler = "inductor",
     compile_sizes: Iterable[int] = (),
+    compile_workers: CompileWorkers = None,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
     dynamic: bool = True,
     load_only: bool | None = None,
@@ -67,7 +69,8 @@ def compile(
 
     The first call with a given key traces ``model(*example_args, **example_kwargs)``
     with Dynamo, compiles its pieces (see :class:`fxsplit.PiecewiseBackend` for
-    ``splitting_ops``, ``compiler`` and ``compile_sizes``) and saves the result in
+    ``splitting_ops``, ``compiler``, ``compile_sizes`` and ``compile_workers``; its
+    workers start before the trace) and saves the result in
     ``cache_dir``. A later process loads it in about a second: no trace, no compile.
     The key holds the versions of fxsplit, torch and Python, the model's class and
     the shapes of its weights, what the inputs look like, the options, and the grad
@@ -91,7 +94,9 @@ def compile(
     if load_only is None:
         load_only = os.environ.get(LOAD_ONLY_ENV) == "1"
     splitting_ops = list(splitting_ops)
-    backend = PiecewiseBackend(splitting_ops, compiler, compile_sizes, cache_dir=cache_dir)
+    backend = PiecewiseBackend(
+        splitting_ops, compiler, compile_sizes, compile_workers=compile_workers, cache_dir=cache_dir
+    )
     root = cache_root(cache_dir)
     cache = backend.cache or (PieceCache(root) if root is not None else None)
     key = artifact_key(model, args, kwargs, splitting_ops, backend, dynamic)
@@ -237,6 +242,7 @@ def _compile(
         return _in_memory(model, backend, spec, dynamic, started)
 
     _compat.register_serializable(PiecewiseProgram)
+    backend.start_workers()  # their start-up overlaps with the trace
 
     def serializable_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> PiecewiseProgram:
         return PiecewiseProgram(backend(gm, example_inputs), backend.blob)

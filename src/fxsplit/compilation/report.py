@@ -38,6 +38,7 @@ class Specialisation:
     seconds: float
     cached: bool = False  # loaded from the persistent cache
     graph: int = 0
+    worker: bool = False  # compiled in a worker process (``compile_workers``)
 
 
 @dataclass
@@ -113,16 +114,19 @@ class CompileReport:
             stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.stages.items())
             lines.append(f"  {self.origin}: {stages}")
         if self.specialisations:
-            done = ", ".join(
-                f"{self._name(s.graph, s.piece)} at {s.size} ({'cache' if s.cached else f'{s.seconds:.2f} s'})"
-                for s in self.specialisations
-            )
+            done = ", ".join(f"{self._name(s.graph, s.piece)} at {s.size} ({_where(s)})" for s in self.specialisations)
             lines.append(f"  compiled for one size: {done}")
         return "\n".join(lines)
 
     def _name(self, graph: int, piece: str) -> str:
         """A piece's name, with its graph where there are several."""
         return f"{graph}:{piece}" if self.graphs > 1 else piece
+
+
+def _where(s: Specialisation) -> str:
+    if s.cached:
+        return "cache"
+    return f"{s.seconds:.2f} s in a worker" if s.worker else f"{s.seconds:.2f} s"
 
 
 class Progress:

@@ -45,7 +45,21 @@ def _layer_list(text: str) -> list[int]:
     return layers
 
 
+def _size_list(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--sizes takes comma-separated integers, got {text!r}") from None
+    if not sizes or any(n < 2 for n in sizes):
+        raise argparse.ArgumentTypeError(
+            f"--sizes needs sizes of at least 2 (Dynamo specialises 0 and 1), got {text!r}"
+        )
+    return sizes
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.sizes and not args.compile:
+        raise UsageError("--sizes goes with --compile: fxsplit bench --compile --sizes 4,8,16,32")
     if args.warm:
         return _warm_bench(args)
     if args.steady:
@@ -103,6 +117,14 @@ def _compile_bench(args: argparse.Namespace) -> int:
     if args.plot:
         raise UsageError("--plot draws the split benchmark; it does not apply to --compile")
     _pin_threads(args)
+    if args.sizes:
+        from . import sizes_bench
+
+        if len(args.layers or []) > 1:
+            raise UsageError("--sizes measures one depth: give --layers a single count")
+        with_sizes = sizes_bench.run((args.layers or [28])[0], args.sizes, progress=not args.json)
+        _print_results(with_sizes, sizes_bench.target_checks(with_sizes), sizes_bench.format_table(with_sizes), args)
+        return 0
     results = compile_bench.run(args.layers or [2, 8, 28], progress=not args.json)
     _print_results(results, compile_bench.target_checks(results), compile_bench.format_table(results), args)
     return 0
@@ -216,6 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--compile",
         action="store_true",
         help="cold Inductor compile time, whole-graph against piecewise, each in a fresh process and cache",
+    )
+    bench.add_argument(
+        "--sizes",
+        type=_size_list,
+        metavar="4,8,16,32",
+        help="with --compile: cold start with these compile_sizes, in-process against worker processes (28 layers)",
     )
     bench.add_argument(
         "--warm",

@@ -1,0 +1,275 @@
+"""Compiling the sizes of ``compile_sizes`` in worker processes.
+
+A piece compiled for one size is a job of its own: the piece's graph, the description
+of its inputs (:class:`~fxsplit.runtime.signature.Signature`, which pickles) and the
+size. :func:`compile_size` runs one anywhere fxsplit is installed and returns the
+compiled piece as bytes; the parent loads them. So any ``concurrent.futures.Executor``
+can run the jobs (a ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``), and
+:class:`WorkerPool` is fxsplit's own: processes started with ``python -m`` that never
+import the caller's ``__main__`` (as multiprocessing's spawn would, running a script
+without a main guard once more in every worker), started early so that their own
+start-up (importing torch and Inductor) overlaps with the parent's work, and reused.
+
+The kernel libraries a worker builds land in the fxsplit cache's ``inductor/`` folder
+when the job names one, where the parent looks for them on one machine; a worker on
+another machine hands back code that the parent's load builds again.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from torch.fx import GraphModule
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+
+from .. import _compat
+from ..runtime.signature import Signature
+from .cache import PieceCache
+from .examples import fake_inputs
+
+CompileWorkers = int | Executor | None
+"""``compile_workers``: a number of worker processes (0: compile in the calling
+process), an executor, or None for the default."""
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended while it ran a job, twice."""
+
+
+class WorkerError(RuntimeError):
+    """A job raised in a worker; the message holds the worker's error and traceback."""
+
+
+@dataclass(frozen=True)
+class SizeJob:
+    """One piece compiled for one size, as plain data that pickles."""
+
+    piece: str
+    graph: bytes  # the pickled GraphModule, pickled once for all of its sizes
+    signature: Signature
+    fixed: dict[str, int]  # size symbol -> the size
+    cache_root: str | None  # where the kernel libraries go (the fxsplit cache), if anywhere
+
+
+def compile_size(job: SizeJob) -> bytes:
+    """The piece of ``job`` compiled with Inductor for its size, as the bytes that
+    ``_compat.persistent_compiler().deserialize`` loads."""
+    store = _compat.persistent_compiler()
+    made = fake_inputs(job.signature, job.fixed)
+    if store is None or store.compile_with is None or made is None:
+        raise RuntimeError("this torch cannot compile a piece outside Dynamo (no standalone_compile with fake_mode)")
+    fake_mode, examples = made
+    graph = pickle.loads(job.graph)
+    _with_example_values(graph, fake_mode, examples)
+    with PieceCache(Path(job.cache_root)).compiler_context() if job.cache_root else nullcontext():
+        return store.serialize(store.compile_with(graph, examples, fake_mode))
+
+
+def _with_example_values(graph: GraphModule, fake_mode: Any, examples: list[Any]) -> None:
+    """Give each node the fake value Dynamo would have recorded (``example_value``):
+    a pickled graph has none, and AOTAutograd's cache, without which a compiled piece
+    cannot be saved as bytes, refuses a method call on a value it knows nothing of."""
+    FakeTensorProp(graph, fake_mode).propagate_dont_convert_inputs(*examples)
+    for node in graph.graph.nodes:
+        if "val" in node.meta:
+            node.meta["example_value"] = node.meta["val"]
+
+
+def default_workers() -> int:
+    """Worker processes by default: every core but the caller's."""
+    return max(0, (os.cpu_count() or 1) - 1)
+
+
+class WorkerPool(Executor):
+    """Worker processes that run pickled calls sent over their standard input.
+
+    Each process is served by a thread of the parent that takes the next job, sends
+    it, and waits for the answer; a job not yet taken can still be cancelled (the
+    caller then runs it itself). A process that dies during a job is replaced and the
+    job sent again once; if it dies again, the job's future raises
+    :class:`WorkerDied`.
+    """
+
+    def __init__(self, workers: int = 0) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads: list[threading.Thread] = []
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self.grow(workers)
+
+    @property
+    def workers(self) -> int:
+        return len(self._threads)
+
+    def pids(self) -> list[int]:
+        """The process ids of the workers running now."""
+        with self._lock:
+            return [p.pid for p in self._processes if p.poll() is None]
+
+    def grow(self, workers: int) -> None:
+        """Start processes until there are ``workers`` of them."""
+        with self._lock:
+            while len(self._threads) < workers and not self._closed:
+                process = self._start()
+                thread = threading.Thread(target=self._serve, args=(process,), daemon=True, name="fxsplit-worker")
+                self._threads.append(thread)
+                thread.start()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self._closed:
+            raise RuntimeError("this WorkerPool is shut down")
+        if kwargs:
+            raise TypeError("WorkerPool.submit takes positional arguments only")
+        future: Future[Any] = Future()
+        self._jobs.put((future, fn, args))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        if cancel_futures:
+            while True:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is not None:
+                    job[0].cancel()
+        for _ in threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in threads:
+                thread.join()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        # the parent's import path, so that a job's function resolves in the worker as it does here
+        path = [os.path.abspath(p or os.curdir) for p in sys.path]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        # the pool is the parallelism: Inductor's own pool of compile processes in every worker would
+        # only compete with it for the cores, and start more processes that import torch
+        env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+        process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+        )
+        self._processes.append(process)
+        return process
+
+    def _replace(self, process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        process.kill()
+        process.wait()
+        with self._lock:
+            self._processes.remove(process)
+            return self._start()
+
+    def _serve(self, process: subprocess.Popen[bytes]) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                break
+            future, fn, args = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            request = pickle.dumps((fn, args))
+            for attempt in range(2):
+                try:
+                    assert process.stdin is not None and process.stdout is not None
+                    _send(process.stdin, request)
+                    ok, value = pickle.loads(_receive(process.stdout))
+                except (OSError, EOFError, pickle.UnpicklingError):
+                    process = self._replace(process)
+                    if attempt == 1:
+                        future.set_exception(WorkerDied(f"a worker process died twice running {_name(fn)}"))
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(WorkerError(value))
+                break
+        with self._lock:
+            self._processes.remove(process)
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait()
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", repr(fn))
+
+
+def _send(stream: IO[bytes], data: bytes) -> None:
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: IO[bytes]) -> bytes:
+    head = stream.read(8)
+    if len(head) < 8:
+        raise EOFError("the other end closed")
+    (length,) = struct.unpack("<Q", head)
+    data = stream.read(length)
+    if len(data) < length:
+        raise EOFError("the other end closed mid-message")
+    return data
+
+
+def _worker_main() -> None:
+    """A worker: answers each pickled ``(fn, args)`` on stdin with ``(ok, value)``."""
+    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what a job prints must not reach the pipe
+    _compat.persistent_compiler()  # Inductor's start-up, before the first job arrives
+    while True:
+        try:
+            fn, args = pickle.loads(_receive(requests))
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, fn(*args))
+        except BaseException as error:  # every failure goes back to the parent
+            answer = (False, f"{type(error).__name__}: {error}\n{traceback.format_exc()}")
+        try:
+            data = pickle.dumps(answer)
+        except Exception as error:
+            data = pickle.dumps((False, f"the result cannot be pickled: {type(error).__name__}: {error}"))
+        _send(answers, data)
+
+
+_shared: WorkerPool | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_pool(workers: int) -> WorkerPool:
+    """The process's own pool, with at least ``workers`` processes; every backend of
+    the process reuses it."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = WorkerPool()
+        _shared.grow(workers)
+        return _shared
+
+
+def shared_workers() -> int:
+    """How many processes the process's own pool has (0: none started)."""
+    with _shared_lock:
+        return _shared.workers if _shared is not None else 0
+
+
+if __name__ == "__main__":
+    _worker_main()

@@ -1,0 +1,173 @@
+"""compile_workers: every listed size compiled during the first call, in worker
+processes, in any Executor, or here; and every way a job can fail."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import subprocess
+import sys
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+import worker_jobs
+
+import fxsplit
+from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool
+from fxsplit.tools import models
+
+ATTENTION = models.ATTENTION_OP_NAME
+SIZES = [4]
+
+
+@pytest.fixture(scope="module")
+def pool():
+    pool = WorkerPool(1)
+    yield pool
+    pool.shutdown()
+
+
+def test_a_pool_runs_jobs_in_another_process(pool):
+    assert pool.submit(worker_jobs.pid).result(timeout=120) in pool.pids()
+    assert pool.submit(worker_jobs.pid).result(timeout=120) != os.getpid()
+
+
+def test_a_job_that_raises_reports_the_workers_error(pool):
+    with pytest.raises(WorkerError, match=r"ValueError: no such piece(.|\n)*Traceback"):
+        pool.submit(worker_jobs.fail, "no such piece").result(timeout=120)
+
+
+def test_a_dead_worker_is_replaced_and_its_job_run_again_once(pool, tmp_path):
+    before = pool.pids()
+    assert pool.submit(worker_jobs.die_once, str(tmp_path / "marker")).result(timeout=120) not in before
+    with pytest.raises(WorkerDied, match="died twice"):
+        pool.submit(worker_jobs.die).result(timeout=120)
+    assert pool.submit(worker_jobs.pid).result(timeout=120) in pool.pids()  # the pool still works
+
+
+def test_a_job_not_started_can_be_cancelled(pool):
+    first = pool.submit(worker_jobs.pid)
+    queued = [pool.submit(worker_jobs.pid) for _ in range(5)]
+    first.result(timeout=120)
+    assert any(f.cancel() for f in queued[1:]) or all(f.done() for f in queued)
+    assert all(f.cancelled() or f.result(timeout=120) for f in queued)
+
+
+def test_workers_never_run_the_callers_script_again(tmp_path):
+    # multiprocessing's spawn imports the caller's __main__ in each worker: a script without a
+    # main guard would run once more per worker
+    script = tmp_path / "no_guard.py"
+    script.write_text(
+        "import worker_jobs\n"
+        "from fxsplit.compilation.workers import WorkerPool\n"
+        "print('script ran', flush=True)\n"
+        "pool = WorkerPool(1)\n"
+        "assert pool.submit(worker_jobs.pid).result(timeout=120)\n"
+        "pool.shutdown()\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(worker_jobs.__file__).parent)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("script ran") == 1
+
+
+def inputs(model, n):
+    return models.example_inputs(model.config, n)
+
+
+def compile_with(workers, cache_dir=None, sizes=SIZES):
+    """A 2-layer model compiled with ``sizes`` on ``workers``; (model, compiled, backend, calls after the first)"""
+    torch.manual_seed(0)
+    model, _ = models.build(2)
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=sizes, compile_workers=workers, cache_dir=cache_dir)
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    with torch.no_grad():
+        outputs = {n: compiled(*inputs(model, n)) for n in (8, *sizes, 5, 16)}
+        for n, out in outputs.items():
+            torch.testing.assert_close(out, model(*inputs(model, n)), rtol=1e-4, atol=1e-4)
+    return model, outputs, backend
+
+
+@pytest.fixture(scope="module")
+def in_process():
+    return compile_with(0)
+
+
+def test_in_process_compiles_every_size_during_the_first_call(in_process):
+    _, _, backend = in_process
+    report = backend.report
+    # 3 distinct pieces, each for the general shape and size 4; none of it in a worker
+    assert report.compiler_calls == 6 and [(s.size, s.worker) for s in report.specialisations] == [(4, False)] * 3
+
+
+def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_process, tmp_path):
+    model, outputs, backend = compile_with(None, cache_dir=tmp_path / "cache")
+    report = backend.report
+    assert report.compiler_calls == 6  # counted after the calls at 4, 5 and 16 too: none compiled later
+    assert sorted(s.piece for s in report.specialisations) == ["submod_0", "submod_2", "submod_4"]
+    assert any(s.worker for s in report.specialisations)
+    for n, out in outputs.items():
+        torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
+    # what a worker compiled is in the cache: a second backend loads every size
+    _, _, again = compile_with(None, cache_dir=tmp_path / "cache")
+    assert again.report.compiler_calls == 0 and all(s.cached for s in again.report.specialisations)
+
+
+def test_a_process_pool_executor_compiles_the_sizes(in_process):
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
+        _, outputs, backend = compile_with(executor)
+    assert backend.report.compiler_calls == 6
+    for n, out in outputs.items():
+        torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
+
+
+def test_a_dask_cluster_compiles_the_sizes(in_process):
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        _, outputs, backend = compile_with(client.get_executor())
+    assert backend.report.compiler_calls == 6
+    for n, out in outputs.items():
+        torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
+
+
+class Failing(Executor):
+    """An executor whose every job fails with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        future.set_running_or_notify_cancel()
+        future.set_exception(self.error)
+        return future
+
+
+def test_a_failing_job_names_the_piece_and_the_size():
+    # Dynamo passes fxsplit.PieceCompileError on inside its own BackendCompilerFailed
+    with pytest.raises(
+        Exception,
+        match=r"PieceCompileError: inductor failed to compile submod_\d for size 4 in a "
+        r"worker: cannot lower this\. Its code is in",
+    ):
+        compile_with(Failing(RuntimeError("cannot lower this")))
+
+
+def test_a_job_whose_worker_died_is_compiled_here(in_process, caplog):
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        _, outputs, backend = compile_with(Failing(WorkerDied("a worker process died twice")))
+    assert "died" in caplog.text and "compiling it here" in caplog.text
+    assert backend.report.compiler_calls == 6 and not any(s.worker for s in backend.report.specialisations)
+    for n, out in outputs.items():
+        torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
+
+
+def test_compile_workers_must_be_a_count_an_executor_or_none():
+    with pytest.raises(ValueError, match="compile_workers=-1"):
+        fxsplit.PiecewiseBackend(compile_workers=-1)
