@@ -424,6 +424,31 @@ def test_compile_sizes_with_inductor_on_a_layer_norm(cache, tmp_path):
     assert "compiled for one size: submod_0 at 8" in backend.report.format()
 
 
+def test_a_range_compiles_one_version_for_its_sizes_and_an_exact_size_wins():
+    versions, ran = [], []
+
+    def recording(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        rows = example_inputs[0].shape[0]  # the general version sees the first call's real input
+        if isinstance(rows, torch.SymInt):
+            bounds = rows.node.shape_env.var_to_range[rows.node.expr]
+            rows = (int(bounds.lower), int(bounds.upper))
+        versions.append("general" if not versions else rows)
+        label = versions[-1]
+        return lambda *args: (ran.append(label), gm(*args))[1]
+
+    model = _layers(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16))
+    backend = fxsplit.PiecewiseBackend(compiler=recording, compile_sizes=[8, (6, 12)])
+    compiled = compile_model(model, backend)
+    with torch.no_grad():
+        for rows in (4, 6, 8, 12, 13, 9):
+            x = torch.randn(rows, 16)
+            torch.testing.assert_close(compiled(x), model(x))
+    assert sorted(map(str, versions)) == ["(6, 12)", "8", "general"]  # all in the first call, the range bounded
+    assert ran == ["general", (6, 12), 8, (6, 12), "general", (6, 12)]
+    assert [(s.piece, s.size) for s in backend.report.specialisations] == [("submod_0", 8), ("submod_0", (6, 12))]
+    assert "submod_0 at 6-12" in backend.report.format()
+
+
 def test_compile_sizes_keep_every_other_dimension_dynamic():
     model = tiny_decoder_logits()
     backend = fxsplit.PiecewiseBackend(compiler="aot_eager", compile_sizes=[3])

@@ -203,6 +203,18 @@ def test_without_torchs_cpu_probe_the_block_runs_as_it_is(monkeypatch):
     assert kept == {}
 
 
+def test_a_size_symbol_bounded_to_a_range_and_without_torchs_bounds(monkeypatch):
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    _, shape_env = _compat.fresh_fake_mode()
+    bounded = _compat.new_size_symbol(shape_env, "tokens", 6, bounds=(6, 12))
+    assert (shape_env.var_to_range[bounded].lower, shape_env.var_to_range[bounded].upper) == (6, 12)
+    monkeypatch.delattr(ShapeEnv, "constrain_symbol_range")
+    _, shape_env = _compat.fresh_fake_mode()
+    unbounded = _compat.new_size_symbol(shape_env, "tokens", 6, bounds=(6, 12))
+    assert shape_env.var_to_range[unbounded].upper > 10**6  # as general as any size: still correct
+
+
 def test_size_hints_from_either_name_of_the_table():
     import types
 

@@ -185,7 +185,7 @@ def damage_garbage(artifact: Path) -> None:
     "damage, reason",
     [
         (damage_truncated, "damaged: checksum mismatch"),
-        (damage_version, "saved by format/fxsplit/torch/python (1, '0.0.1'"),
+        (damage_version, f"saved by format/fxsplit/torch/python ({saved_model.FORMAT}, '0.0.1'"),
         (damage_garbage, "it does not load (UnpicklingError"),
     ],
 )

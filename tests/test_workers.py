@@ -78,14 +78,15 @@ def inputs(model, n):
     return models.example_inputs(model.config, n)
 
 
-def compile_with(workers, cache_dir=None, sizes=SIZES):
-    """A 2-layer model compiled with ``sizes`` on ``workers``; (model, compiled, backend, calls after the first)"""
+def compile_with(workers, cache_dir=None, sizes=SIZES, calls=(8, 4, 5, 16)):
+    """A 2-layer model compiled with ``sizes`` on ``workers`` and called at ``calls``
+    tokens, the first call first; (model, outputs by tokens, backend)"""
     torch.manual_seed(0)
     model, _ = models.build(2)
     backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=sizes, compile_workers=workers, cache_dir=cache_dir)
     compiled = torch.compile(model, backend=backend, dynamic=True)
     with torch.no_grad():
-        outputs = {n: compiled(*inputs(model, n)) for n in (8, *sizes, 5, 16)}
+        outputs = {n: compiled(*inputs(model, n)) for n in calls}
         for n, out in outputs.items():
             torch.testing.assert_close(out, model(*inputs(model, n)), rtol=1e-4, atol=1e-4)
     return model, outputs, backend
@@ -114,6 +115,12 @@ def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_p
     # what a worker compiled is in the cache: a second backend loads every size
     _, _, again = compile_with(None, cache_dir=tmp_path / "cache")
     assert again.report.compiler_calls == 0 and all(s.cached for s in again.report.specialisations)
+
+
+def test_a_range_compiles_in_a_worker_with_inductor():
+    _, _, backend = compile_with(1, sizes=[(6, 12)], calls=(8, 6, 12, 9, 13, 5))  # equal to eager at each
+    assert backend.report.compiler_calls == 6  # general and range for each of 3 pieces, nothing after
+    assert [s.size for s in backend.report.specialisations] == [(6, 12)] * 3
 
 
 def test_a_process_pool_executor_compiles_the_sizes(in_process):

@@ -365,12 +365,18 @@ def fresh_fake_mode() -> tuple[Any, Any] | None:
     return fake_tensor_mode(shape_env=shape_env), shape_env
 
 
-def new_size_symbol(shape_env: Any, name: str, hint: int) -> Any:
-    """A fresh dynamic size symbol in ``shape_env`` (never unified with an equal one)."""
+def new_size_symbol(shape_env: Any, name: str, hint: int, bounds: tuple[int, int] | None = None) -> Any:
+    """A fresh dynamic size symbol in ``shape_env`` (never unified with an equal one),
+    known to lie in ``bounds`` (both ends included) where given and this torch can
+    say so; without, the code compiled for it is as general as for any size."""
     from torch.fx.experimental.symbolic_shapes import DimDynamic
 
     constant_source = _private("torch._dynamo.source", "ConstantSource")
-    return shape_env.create_symbol(hint, constant_source(name), dynamic_dim=DimDynamic.DYNAMIC)
+    symbol = shape_env.create_symbol(hint, constant_source(name), dynamic_dim=DimDynamic.DYNAMIC)
+    constrain = getattr(shape_env, "constrain_symbol_range", None)
+    if bounds is not None and constrain is not None:
+        constrain(symbol, compiler_min=bounds[0], compiler_max=bounds[1])
+    return symbol
 
 
 def tracing_with(fake_mode: Any) -> contextlib.AbstractContextManager[Any]:

@@ -34,6 +34,7 @@ from .. import _compat
 from ..runtime.layout import InputLayouts
 from ..runtime.runner import PieceRunner, SizeAt
 from ..runtime.signature import Signature
+from ..runtime.sizes import SizeKey, SizeTable, named, order
 from ..runtime.stitching import install_direct_stitching
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp
@@ -83,7 +84,10 @@ class PiecewiseBackend:
             Python code) or a callable ``(GraphModule, example_inputs) -> callable``.
         compile_sizes: sizes for which each piece gets a version compiled for that
             size alone, during the first call (or on first use of the size, with
-            ``lazy``), so that no later call compiles. The size is the first dynamic dimension
+            ``lazy``), so that no later call compiles. An entry may also be a range
+            ``(lo, hi)``, both ends included: one version for every size in it. An
+            exact size wins over a range; a size in neither runs the general
+            version. The size is the first dynamic dimension
             of the model's inputs, in Dynamo's order (the token count of a flat
             batch; the batch of a (batch, sequence) input); every other dimension
             stays dynamic. Dynamo specialises sizes 0 and 1: a call of size 1
@@ -126,7 +130,7 @@ class PiecewiseBackend:
         self,
         splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
         compiler: str | Compiler = "inductor",
-        compile_sizes: Iterable[int] = (),
+        compile_sizes: Iterable[SizeKey] = (),
         lazy: bool = False,
         compile_workers: CompileWorkers = None,
         dedup: bool = True,
@@ -136,7 +140,7 @@ class PiecewiseBackend:
     ) -> None:
         self.splitting_ops = list(splitting_ops)
         self.compiler_name, self.compiler = resolve_compiler(compiler)
-        self.compile_sizes = frozenset(int(s) for s in compile_sizes)
+        self.compile_sizes = SizeTable(compile_sizes)
         self.lazy = lazy
         self.dedup = dedup
         self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
@@ -249,7 +253,7 @@ class PiecewiseBackend:
             persistent=lambda store: store.compile(piece, inputs),
         )
 
-        def specialise(size: int) -> Callable[..., Any]:
+        def specialise(size: SizeKey) -> Callable[..., Any]:
             assert dispatch is not None
             return self._specialise(item, signature, report, key, dispatch, size) or general
 
@@ -288,7 +292,7 @@ class PiecewiseBackend:
     ) -> list[_SizeWork]:
         """The sizes of ``compile_sizes`` for one piece, each sent to a worker where one
         compiles it (not a size the cache already holds, which loads here)."""
-        work = [_SizeWork(item, signature, key, symbol, size) for size in sorted(self.compile_sizes)]
+        work = [_SizeWork(item, signature, key, symbol, size) for size in self.compile_sizes]
         cache = self.cache
         if signature is None:  # cannot be made outside Dynamo: _specialise says so, here
             return work
@@ -315,7 +319,7 @@ class PiecewiseBackend:
         for work in sized:
             if work.future is not None:
                 self._size_from_worker(work, report)
-        report.specialisations.sort(key=lambda s: (s.piece, s.size))
+        report.specialisations.sort(key=lambda s: (s.piece, order(s.size)))
 
     def _size_here(self, work: _SizeWork, report: CompileReport) -> None:
         runner = work.runner
@@ -329,13 +333,15 @@ class PiecewiseBackend:
         try:
             blob = work.future.result()
         except (WorkerDied, BrokenExecutor) as error:
-            log.warning("fxsplit: the worker compiling %s for size %d died (%s); compiling it here", name, size, error)
+            log.warning(
+                "fxsplit: the worker compiling %s for %s died (%s); compiling it here", name, named(size), error
+            )
             self._size_here(work, report)
             return
         except Exception as error:
             path = _write_code(work.item)
             raise PieceCompileError(
-                f"{self.compiler_name} failed to compile {name} for size {size} in a worker: {error}. "
+                f"{self.compiler_name} failed to compile {name} for {named(size)} in a worker: {error}. "
                 f"Its code is in {path}"
             ) from error
         cache = self.cache
@@ -350,11 +356,11 @@ class PiecewiseBackend:
         seconds = time.perf_counter() - work.submitted
         report.specialisations.append(Specialisation(name, size, seconds, worker=True))
 
-    def _cached(self, cache: PieceCache, key: Hashable, size: int) -> bool:
+    def _cached(self, cache: PieceCache, key: Hashable, size: SizeKey) -> bool:
         entry = self._entry(key, size)
         return entry is not None and entry in cache
 
-    def _entry(self, key: Hashable, size: int | None) -> str | None:
+    def _entry(self, key: Hashable, size: SizeKey | None) -> str | None:
         """The persistent cache's key for a piece compiled for ``size`` (None: general)."""
         return persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
 
@@ -379,17 +385,18 @@ class PiecewiseBackend:
         report: CompileReport,
         key: Hashable | None,
         symbol: str,
-        size: int,
+        size: SizeKey,
     ) -> Callable[..., Any] | None:
-        """The piece compiled for ``symbol == size``, every other size symbolic; None
-        (and a warning) where its inputs cannot be made again outside Dynamo."""
+        """The piece compiled for ``symbol == size`` (or ``lo <= symbol <= hi``), every
+        other size symbolic; None (and a warning) where its inputs cannot be made again
+        outside Dynamo."""
         made = fake_inputs(signature, {symbol: size}) if signature is not None else None
         if made is None:
             log.warning(
-                "fxsplit: cannot compile %s for size %d on its own (its inputs cannot be made outside Dynamo); "
-                "that size runs the general version",
+                "fxsplit: cannot compile %s for %s on its own (its inputs cannot be made outside Dynamo); "
+                "it runs the general version",
                 item.submod_name,
-                size,
+                named(size),
             )
             return None
         fake_mode, examples = made
@@ -416,7 +423,7 @@ class PiecewiseBackend:
         item: SplitItem,
         report: CompileReport,
         key: Hashable | None,
-        size: int | None,
+        size: SizeKey | None,
         in_memory: Callable[[], Callable[..., Any]],
         persistent: Callable[[_compat.PersistentCompiler], Any] | None,
     ) -> Callable[..., Any]:
@@ -477,7 +484,7 @@ class PiecewiseBackend:
                 f"({node_count(item.graph)} nodes): {type(error).__name__}: {error}. Its code is in {path}"
             ) from error
 
-    def _save(self, cache: PieceCache, entry: str, item: SplitItem, blob: bytes, size: int | None) -> None:
+    def _save(self, cache: PieceCache, entry: str, item: SplitItem, blob: bytes, size: SizeKey | None) -> None:
         """Keep a compiled piece for later processes; failing to is worth a warning, not a crash."""
         description = {
             "piece": item.submod_name,
@@ -503,7 +510,7 @@ class _SizeWork:
     signature: Signature | None
     key: Hashable | None
     symbol: str
-    size: int
+    size: SizeKey
     future: Future[bytes] | None = None
     submitted: float = 0.0
     runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version

@@ -22,6 +22,7 @@ import torch
 
 from .. import _compat
 from ..runtime.signature import InputSpec, Signature, SizeSpec, TensorSpec
+from ..runtime.sizes import SizeKey
 
 
 def _expr(value: int | torch.SymInt) -> sympy.Expr:
@@ -67,27 +68,28 @@ def _free_symbols(spec: InputSpec) -> set[sympy.Symbol]:
     return set().union(*(e.free_symbols for e in exprs))
 
 
-def fake_inputs(signature: Signature, fixed: Mapping[str, int]) -> tuple[Any, list[Any]] | None:
+def fake_inputs(signature: Signature, fixed: Mapping[str, SizeKey]) -> tuple[Any, list[Any]] | None:
     """``(fake_mode, inputs)`` for ``signature`` in a fresh shape environment, with the
-    symbols named in ``fixed`` replaced by their values; None where this torch cannot
-    make one."""
+    symbols named in ``fixed`` replaced by their values, or by a symbol of their own
+    bounded to their range ``(lo, hi)``; None where this torch cannot make one."""
     made = _compat.fresh_fake_mode()
     if made is None:
         return None
     fake_mode, shape_env = made
-    hints = dict(signature.hints)
+    hints = {symbol: _hint(fixed.get(symbol.name, hint)) for symbol, hint in signature.hints}
     replacement: dict[sympy.Symbol, sympy.Expr] = {}
-    for symbol, hint in signature.hints:
-        if symbol.name in fixed:
-            replacement[symbol] = sympy.Integer(fixed[symbol.name])
+    for symbol, hint in hints.items():
+        value = fixed.get(symbol.name)
+        if isinstance(value, int):
+            replacement[symbol] = sympy.Integer(value)
         else:
-            replacement[symbol] = _compat.new_size_symbol(shape_env, f"fxsplit_{symbol.name}", hint)
+            replacement[symbol] = _compat.new_size_symbol(shape_env, f"fxsplit_{symbol.name}", hint, bounds=value)
 
     def size(expr: sympy.Expr) -> int | torch.SymInt:
         new = expr.xreplace(replacement)
         if new.is_number:
             return int(new)
-        hint = int(expr.xreplace({s: sympy.Integer(fixed.get(s.name, h)) for s, h in hints.items()}))
+        hint = int(expr.xreplace({s: sympy.Integer(h) for s, h in hints.items()}))
         return shape_env.create_symintnode(new, hint=hint)
 
     inputs: list[Any] = []
@@ -104,3 +106,8 @@ def fake_inputs(signature: Signature, fixed: Mapping[str, int]) -> tuple[Any, li
                 tensor = tensor.as_strided(tensor.shape, tensor.stride(), offset)
         inputs.append(tensor.requires_grad_(spec.requires_grad))
     return fake_mode, inputs
+
+
+def _hint(value: SizeKey) -> int:
+    """The value a symbol takes while compiling: the size, or the lower end of a range."""
+    return value if isinstance(value, int) else value[0]

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from .. import __version__, _compat
+from ..runtime.sizes import SizeKey
 from ..split.ops import SplittingOp, matcher
 from .backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
 from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
@@ -39,7 +40,7 @@ from .workers import CompileWorkers
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: compile_sizes may hold ranges
 MAGIC = b"FXSPLIT-MODEL\n"
 LOAD_ONLY_ENV = "FXSPLIT_LOAD_ONLY"
 
@@ -59,7 +60,7 @@ def compile(
     *,
     splitting_ops: Iterable[SplittingOp] = DEFAULT_SPLITTING_OPS,
     compiler: str | Compiler = "inductor",
-    compile_sizes: Iterable[int] = (),
+    compile_sizes: Iterable[SizeKey] = (),
     compile_workers: CompileWorkers = None,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
     dynamic: bool = True,
@@ -211,7 +212,7 @@ def artifact_key(
         "inputs": [str(spec), inputs],
         "splitting_ops": matcher(splitting_ops).described,
         "compiler": backend.compiler_name,
-        "compile_sizes": sorted(backend.compile_sizes),
+        "compile_sizes": backend.compile_sizes.described(),
         "dynamic": dynamic,
         "grad": torch.is_grad_enabled(),
         "autocast": autocast,

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
+from ..runtime.sizes import SizeKey, short
+
 
 @dataclass
 class PieceRow:
@@ -31,10 +33,10 @@ class PieceRow:
 
 @dataclass
 class Specialisation:
-    """A piece compiled for one size of ``compile_sizes``."""
+    """A piece compiled for one entry of ``compile_sizes``: a size or a range."""
 
     piece: str
-    size: int
+    size: SizeKey  # a size, or a range (lo, hi)
     seconds: float
     cached: bool = False  # loaded from the persistent cache
     graph: int = 0
@@ -92,7 +94,10 @@ class CompileReport:
             **{
                 **data,
                 "rows": [PieceRow(**row) for row in data.get("rows", [])],
-                "specialisations": [Specialisation(**s) for s in data.get("specialisations", [])],
+                "specialisations": [
+                    Specialisation(**{**s, "size": s["size"] if isinstance(s["size"], int) else tuple(s["size"])})
+                    for s in data.get("specialisations", [])
+                ],
             }
         )
 
@@ -114,7 +119,9 @@ class CompileReport:
             stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.stages.items())
             lines.append(f"  {self.origin}: {stages}")
         if self.specialisations:
-            done = ", ".join(f"{self._name(s.graph, s.piece)} at {s.size} ({_where(s)})" for s in self.specialisations)
+            done = ", ".join(
+                f"{self._name(s.graph, s.piece)} at {short(s.size)} ({_where(s)})" for s in self.specialisations
+            )
             lines.append(f"  compiled for one size: {done}")
         return "\n".join(lines)
 

@@ -37,6 +37,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from .. import _compat
 from ..runtime.signature import Signature
+from ..runtime.sizes import SizeKey
 from .cache import PieceCache
 from .examples import fake_inputs
 
@@ -60,7 +61,7 @@ class SizeJob:
     piece: str
     graph: bytes  # the pickled GraphModule, pickled once for all of its sizes
     signature: Signature
-    fixed: dict[str, int]  # size symbol -> the size
+    fixed: dict[str, SizeKey]  # size symbol -> the size, or the range (lo, hi)
     cache_root: str | None  # where the kernel libraries go (the fxsplit cache), if anywhere
 
 

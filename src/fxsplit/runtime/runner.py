@@ -7,6 +7,7 @@ from typing import Any
 
 from .. import _compat
 from .layout import InputLayouts
+from .sizes import SizeKey, SizeTable
 
 # where a piece's inputs hold the size it dispatches on: (input, dim), dim None for a SymInt input
 SizeAt = tuple[int, int | None]
@@ -15,9 +16,10 @@ SizeAt = tuple[int, int | None]
 class PieceRunner:
     """Runs one compiled compute piece (shared by its twins).
 
-    Dispatches on the size found at ``size_at``: a size in ``compile_sizes`` runs the
-    version compiled for it (in ``specialised``, or made by ``specialise(size)`` on
-    first use and kept), any other size the general version. Inputs whose layout the
+    Dispatches on the size found at ``size_at``: a size that ``compile_sizes`` holds
+    (:class:`~fxsplit.runtime.sizes.SizeTable`: a size, or a range holding it) runs
+    the version compiled for that entry (in ``specialised``, or made by
+    ``specialise(entry)`` on first use and kept), any other size the general version. Inputs whose layout the
     compiled code refuses are copied into the layout it expects (see
     :mod:`fxsplit.runtime.layout`). A compiled version is entered under its
     pass-through wrappers (:func:`fxsplit._compat.direct_entry`), so the runner must
@@ -33,20 +35,21 @@ class PieceRunner:
         name: str,
         general: Callable[..., Any],
         size_at: SizeAt | None,
-        compile_sizes: frozenset[int],
-        specialise: Callable[[int], Callable[..., Any]],
+        compile_sizes: SizeTable,
+        specialise: Callable[[SizeKey], Callable[..., Any]],
         layouts: InputLayouts,
     ) -> None:
         self.name = name
         self.general = general
         self.size_at = size_at
-        self.compile_sizes = compile_sizes if size_at is not None else frozenset()
-        self.specialised: dict[int, Callable[..., Any]] = {}
+        self.compile_sizes = compile_sizes if size_at is not None else SizeTable()
+        self._dispatches = bool(self.compile_sizes)  # read on every call: a plain bool, no method call
+        self.specialised: dict[SizeKey, Callable[..., Any]] = {}
         self._specialise = specialise
         self.layouts = layouts
         self.general_calls = 0
         self.specialised_calls = 0
-        self._entries: dict[int | None, Callable[..., Any]] = {None: _compat.direct_entry(general)}
+        self._entries: dict[SizeKey | None, Callable[..., Any]] = {None: _compat.direct_entry(general)}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_specialise", "_entries")}
@@ -56,24 +59,24 @@ class PieceRunner:
         self._specialise = lambda size: self.general
         self._entries = {None: _compat.direct_entry(self.general)}
 
-    def _specialised_entry(self, size: int) -> Callable[..., Any]:
-        """What runs a size of ``compile_sizes``: its version, compiled now if it is not yet."""
-        entry = self._entries.get(size)
+    def _specialised_entry(self, key: SizeKey) -> Callable[..., Any]:
+        """What runs an entry of ``compile_sizes``: its version, compiled now if it is not yet."""
+        entry = self._entries.get(key)
         if entry is None:
-            version = self.specialised.get(size)
+            version = self.specialised.get(key)
             if version is None:
-                version = self.specialised[size] = self._specialise(size)
-            entry = self._entries[size] = _compat.direct_entry(version)
+                version = self.specialised[key] = self._specialise(key)
+            entry = self._entries[key] = _compat.direct_entry(version)
         return entry
 
     def __call__(self, *args: Any) -> Any:
         if self.layouts.watched:
             args = tuple(self.layouts.apply(args))
-        if self.compile_sizes:
+        if self._dispatches:
             index, dim = self.size_at  # type: ignore[misc]
-            size = args[index] if dim is None else args[index].shape[dim]
-            if size in self.compile_sizes:
-                runnable = self._specialised_entry(size)
+            key = self.compile_sizes.lookup(args[index] if dim is None else args[index].shape[dim])
+            if key is not None:
+                runnable = self._specialised_entry(key)
                 self.specialised_calls += 1
             else:
                 runnable = self._entries[None]
