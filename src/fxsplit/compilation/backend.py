@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.fx import GraphModule
 
 from .. import _compat
+from ..runtime.cudagraphs import CapturedPiece, CudaDevice, GraphDevice, capture_all, check_mode
 from ..runtime.layout import InputLayouts
 from ..runtime.runner import PieceRunner, SizeAt
 from ..runtime.signature import Signature
@@ -102,6 +103,15 @@ class PiecewiseBackend:
             core but this one's. This process compiles the jobs no worker has started.
             Workers start with the first graph (see :meth:`start_workers`) and are
             reused by every later compilation in the process.
+        cudagraph: ``"piecewise"`` replays each compute piece as a CUDA graph per size
+            of ``cudagraph_sizes``, captured during the first call (one memory pool,
+            largest size first); a call of another size is padded to the next
+            capture size, and one above the largest runs without graphs. Needs a
+            CUDA device: elsewhere it is refused with a clear error. Padding assumes
+            that compute pieces treat tokens independently, as a decoder's do
+            between attention calls.
+        cudagraph_sizes: the token counts to capture, such as ``[1, 2, 4, 8]``.
+        cudagraph_debug: check at each replay that no weight has moved.
         dedup: share compiled artifacts between structurally identical pieces.
         cache_dir: where to keep compiled pieces between processes (Inductor only):
             ``$FXSPLIT_CACHE_DIR``, else ``$XDG_CACHE_HOME/fxsplit``, else
@@ -133,6 +143,9 @@ class PiecewiseBackend:
         compile_sizes: Iterable[SizeKey] = (),
         lazy: bool = False,
         compile_workers: CompileWorkers = None,
+        cudagraph: str | None = None,
+        cudagraph_sizes: Iterable[int] = (),
+        cudagraph_debug: bool = False,
         dedup: bool = True,
         cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
         cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -147,6 +160,9 @@ class PiecewiseBackend:
         if isinstance(compile_workers, int) and compile_workers < 0:
             raise ValueError(f"compile_workers={compile_workers}: give a number of processes >= 0, an Executor or None")
         self.compile_workers = compile_workers
+        self.cudagraph_sizes = check_mode(cudagraph, cudagraph_sizes)
+        self.cudagraph_debug = cudagraph_debug
+        self._graph_device: GraphDevice | None = CudaDevice() if cudagraph is not None else None
         self._executor: Executor | None = compile_workers if isinstance(compile_workers, Executor) else None
         root = cache_root(cache_dir)
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
@@ -183,6 +199,8 @@ class PiecewiseBackend:
                 report.rows.append(row)
                 split.__dict__[item.submod_name] = runner
             self._finish_sizes(sized, report)
+            if self._graph_device is not None and self.cudagraph_sizes:
+                self._capture(split, [i for i in items if not i.is_splitting_graph], top_level, dispatch)
         finally:
             progress.close()
             for work in sized:
@@ -267,6 +285,43 @@ class PiecewiseBackend:
         if key is not None:
             runners[key] = (item.submod_name, runner)
         return row, runner
+
+    def _capture(
+        self, split: GraphModule, compute: list[SplitItem], top_level: dict[str, Any], dispatch: str | None
+    ) -> None:
+        """Every compute piece of ``split`` captured as CUDA graphs (see
+        :mod:`fxsplit.runtime.cudagraphs`), each instance with its own weights."""
+        assert self._graph_device is not None
+        if dispatch is None:
+            log.warning("fxsplit: the model has no dynamic size to capture CUDA graphs for; it runs without them")
+            return
+        reaching_output = _pieces_reaching_output(split)
+        pieces = []
+        for item in compute:
+            fakes, inputs = self._example_inputs(item, top_level)
+            signature = describe(fakes)
+            if signature is None:
+                log.info("fxsplit: %s runs without CUDA graphs: its inputs cannot be described", item.submod_name)
+                continue
+            outputs = item.graph.graph.find_nodes(op="output")[0].args[0]
+            outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            pieces.append(
+                CapturedPiece(
+                    item.submod_name,
+                    split.__dict__[item.submod_name],
+                    signature,
+                    dispatch,
+                    {i: v for i, v in enumerate(inputs) if isinstance(v, torch.nn.Parameter)},
+                    [_token_dim(node, dispatch) for node in outputs],
+                    self._graph_device,
+                    keep_outputs=item.submod_name in reaching_output,
+                    debug=self.cudagraph_debug,
+                )
+            )
+        capture_all(pieces, self.cudagraph_sizes, self._graph_device)
+        for piece in pieces:
+            if piece.graphs:
+                split.__dict__[piece.name] = piece
 
     def start_workers(self) -> None:
         """Start the worker processes of ``compile_workers`` now rather than with the
@@ -540,6 +595,27 @@ def _dispatch_symbol(gm: GraphModule) -> str | None:
         value = node.meta.get("example_value")
         if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
             return value.node.expr.name
+    return None
+
+
+def _pieces_reaching_output(split: GraphModule) -> set[str]:
+    """The pieces whose outputs the split graph returns (directly or through getitem)."""
+    names: set[str] = set()
+    for node in split.graph.find_nodes(op="output")[0].all_input_nodes:
+        while node.op == "call_function" and node.all_input_nodes:
+            node = node.all_input_nodes[0]
+        if node.op == "call_module":
+            names.add(str(node.target))
+    return names
+
+
+def _token_dim(node: Any, symbol: str) -> int | None:
+    """The dimension of a piece's output that holds the token count, if any."""
+    value = node.meta.get("example_value") if isinstance(node, torch.fx.Node) else None
+    if isinstance(value, torch.Tensor):
+        for dim, size in enumerate(value.shape):
+            if isinstance(size, torch.SymInt) and str(size.node.expr) == symbol:
+                return dim
     return None
 
 

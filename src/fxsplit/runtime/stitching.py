@@ -21,6 +21,7 @@ from torch.fx import GraphModule
 
 from .. import _compat
 from ..split.lazy import python_code, runnable_forward
+from .cudagraphs import CapturedPiece
 from .runner import PieceRunner
 
 
@@ -52,7 +53,9 @@ def install_direct_stitching(split: GraphModule) -> None:
     """
     runnables: dict[str, Callable[..., Any]] = {name: _runnable(module) for name, module in split.named_children()}
     # compiled pieces sit in the instance dict, where attribute lookup finds them before children
-    runnables.update({name: value for name, value in vars(split).items() if isinstance(value, PieceRunner)})
+    runnables.update(
+        {name: value for name, value in vars(split).items() if isinstance(value, (PieceRunner, CapturedPiece))}
+    )
     code = python_code(split)
     namespace = dict(code.globals)
     exec(compile(code.src, f"<fxsplit stitching {type(split).__name__}>", "exec"), namespace)
