@@ -44,8 +44,12 @@ SPLIT_HERE = "fxsplit_test::split_here"
 def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Backends that default to the user's cache use a fresh one for the test session,
     and Inductor a fresh cache of its own, shared by the session's tests: no test
-    depends on what an earlier run left behind."""
+    depends on what an earlier run left behind. The many fresh processes the tests
+    start compile in-process (TORCHINDUCTOR_COMPILE_THREADS=1) rather than each
+    starting Inductor's pool of compile processes, which on 2 cores costs more than
+    it saves; what is compiled is the same."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
         patch.setenv("FXSPLIT_CACHE_DIR", str(tmp_path_factory.mktemp("fxsplit-cache")))
         patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor-cache")))
         patch.delenv("FXSPLIT_DISABLE_CACHE", raising=False)

@@ -11,6 +11,7 @@ from fxsplit import _compat
 from fxsplit.compilation.examples import describe
 from fxsplit.runtime.layout import InputLayouts
 from fxsplit.runtime.runner import PieceRunner
+from fxsplit.runtime.sizes import SizeTable
 
 
 def symbolic_examples() -> tuple[Any, Any]:
@@ -37,7 +38,7 @@ def test_a_refused_layout_is_copied_into_the_expected_one_and_watched():
     examples, _ = symbolic_examples()
     seen: list[int] = []
     runner = PieceRunner(
-        "p", strict(0, seen), None, frozenset(), lambda size: strict(size, seen), InputLayouts(examples)
+        "p", strict(0, seen), None, SizeTable(), lambda size: strict(size, seen), InputLayouts(examples)
     )
     transposed = torch.randn(4, 5).t()
     torch.testing.assert_close(runner(5, transposed), transposed * 2)
@@ -53,7 +54,7 @@ def test_an_assertion_that_is_no_layout_problem_is_raised():
     def failing(n: int, x: torch.Tensor) -> torch.Tensor:
         raise AssertionError("something else")
 
-    runner = PieceRunner("p", failing, None, frozenset(), failing, InputLayouts(examples))
+    runner = PieceRunner("p", failing, None, SizeTable(), failing, InputLayouts(examples))
     try:
         runner(5, torch.randn(5, 4))
     except AssertionError as error:
@@ -73,7 +74,7 @@ def test_size_dispatch_from_a_symint_input_or_a_tensor_dimension():
             made.append(size)
             return strict(size, seen)
 
-        runner = PieceRunner("p", strict(0, seen), size_at, frozenset({8}), specialise, InputLayouts(examples))
+        runner = PieceRunner("p", strict(0, seen), size_at, SizeTable([8]), specialise, InputLayouts(examples))
         for n in (5, 8, 3, 8):
             runner(n, torch.randn(n, 4))
         assert seen == [0, 8, 0, 8] and made == [8]

@@ -20,7 +20,8 @@ from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool
 from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
-SIZES = [4]
+SIZES = [4, (6, 12)]  # a size and a range
+CALLS = (8, 4, 6, 12, 9, 13, 5)  # the first call, the size, sizes in the range, sizes in neither
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +79,7 @@ def inputs(model, n):
     return models.example_inputs(model.config, n)
 
 
-def compile_with(workers, cache_dir=None, sizes=SIZES, calls=(8, 4, 5, 16)):
+def compile_with(workers, cache_dir=None, sizes=SIZES, calls=CALLS):
     """A 2-layer model compiled with ``sizes`` on ``workers`` and called at ``calls``
     tokens, the first call first; (model, outputs by tokens, backend)"""
     torch.manual_seed(0)
@@ -100,15 +101,16 @@ def in_process():
 def test_in_process_compiles_every_size_during_the_first_call(in_process):
     _, _, backend = in_process
     report = backend.report
-    # 3 distinct pieces, each for the general shape and size 4; none of it in a worker
-    assert report.compiler_calls == 6 and [(s.size, s.worker) for s in report.specialisations] == [(4, False)] * 3
+    # 3 distinct pieces, each for the general shape, size 4 and sizes 6 to 12; none of it in a worker
+    assert report.compiler_calls == 9
+    assert [(s.size, s.worker) for s in report.specialisations] == [(4, False), ((6, 12), False)] * 3
 
 
 def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_process, tmp_path):
     model, outputs, backend = compile_with(None, cache_dir=tmp_path / "cache")
     report = backend.report
-    assert report.compiler_calls == 6  # counted after the calls at 4, 5 and 16 too: none compiled later
-    assert sorted(s.piece for s in report.specialisations) == ["submod_0", "submod_2", "submod_4"]
+    assert report.compiler_calls == 9  # counted after every call: none compiled after the first
+    assert sorted(s.piece for s in report.specialisations) == sorted(["submod_0", "submod_2", "submod_4"] * 2)
     assert any(s.worker for s in report.specialisations)
     for n, out in outputs.items():
         torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
@@ -117,16 +119,10 @@ def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_p
     assert again.report.compiler_calls == 0 and all(s.cached for s in again.report.specialisations)
 
 
-def test_a_range_compiles_in_a_worker_with_inductor():
-    _, _, backend = compile_with(1, sizes=[(6, 12)], calls=(8, 6, 12, 9, 13, 5))  # equal to eager at each
-    assert backend.report.compiler_calls == 6  # general and range for each of 3 pieces, nothing after
-    assert [s.size for s in backend.report.specialisations] == [(6, 12)] * 3
-
-
 def test_a_process_pool_executor_compiles_the_sizes(in_process):
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as executor:
         _, outputs, backend = compile_with(executor)
-    assert backend.report.compiler_calls == 6
+    assert backend.report.compiler_calls == 9
     for n, out in outputs.items():
         torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
 
@@ -138,7 +134,7 @@ def test_a_dask_cluster_compiles_the_sizes(in_process):
         distributed.Client(cluster) as client,
     ):
         _, outputs, backend = compile_with(client.get_executor())
-    assert backend.report.compiler_calls == 6
+    assert backend.report.compiler_calls == 9
     for n, out in outputs.items():
         torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
 
@@ -160,7 +156,7 @@ def test_a_failing_job_names_the_piece_and_the_size():
     # Dynamo passes fxsplit.PieceCompileError on inside its own BackendCompilerFailed
     with pytest.raises(
         Exception,
-        match=r"PieceCompileError: inductor failed to compile submod_\d for size 4 in a "
+        match=r"PieceCompileError: inductor failed to compile submod_\d for (size 4|sizes 6 to 12) in a "
         r"worker: cannot lower this\. Its code is in",
     ):
         compile_with(Failing(RuntimeError("cannot lower this")))
@@ -170,7 +166,7 @@ def test_a_job_whose_worker_died_is_compiled_here(in_process, caplog):
     with caplog.at_level(logging.WARNING, logger="fxsplit"):
         _, outputs, backend = compile_with(Failing(WorkerDied("a worker process died twice")))
     assert "died" in caplog.text and "compiling it here" in caplog.text
-    assert backend.report.compiler_calls == 6 and not any(s.worker for s in backend.report.specialisations)
+    assert backend.report.compiler_calls == 9 and not any(s.worker for s in backend.report.specialisations)
     for n, out in outputs.items():
         torch.testing.assert_close(out, in_process[1][n], rtol=0, atol=0)
 
