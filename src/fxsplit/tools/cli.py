@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import __version__
@@ -35,26 +35,23 @@ def _positive(text: str) -> int:
     return value
 
 
-def _layer_list(text: str) -> list[int]:
-    try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--layers takes comma-separated integers, got {text!r}") from None
-    if not layers or any(n < 1 for n in layers):
-        raise argparse.ArgumentTypeError(f"--layers needs positive layer counts, got {text!r}")
-    return layers
+def _int_list(option: str, minimum: int, what: str) -> Callable[[str], list[int]]:
+    """A parser of ``option``'s comma-separated integers, each at least ``minimum``."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} takes comma-separated integers, got {text!r}") from None
+        if not values or any(n < minimum for n in values):
+            raise argparse.ArgumentTypeError(f"{option} needs {what}, got {text!r}")
+        return values
+
+    return parse
 
 
-def _size_list(text: str) -> list[int]:
-    try:
-        sizes = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes takes comma-separated integers, got {text!r}") from None
-    if not sizes or any(n < 2 for n in sizes):
-        raise argparse.ArgumentTypeError(
-            f"--sizes needs sizes of at least 2 (Dynamo specialises 0 and 1), got {text!r}"
-        )
-    return sizes
+_layer_list = _int_list("--layers", 1, "positive layer counts")
+_size_list = _int_list("--sizes", 2, "sizes of at least 2 (Dynamo specialises 0 and 1)")
 
 
 def _bench(args: argparse.Namespace) -> int:
