@@ -56,11 +56,11 @@ class StandIn:
 _collect = gc.collect
 
 
-def captured_model(layers=2, sizes=SIZES, debug=False):
+def captured_model(layers=2, sizes=SIZES, debug=False, dump_dir=None):
     """The built-in model through the backend, its pieces captured on the stand-in."""
     torch.manual_seed(0)
     model, _ = models.build(layers)
-    backend = fxsplit.PiecewiseBackend([ATTENTION], compiler="eager", cache_dir=None)
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compiler="eager", cache_dir=None, dump_dir=dump_dir)
     device = StandIn()
     backend._graph_device, backend.cudagraph_sizes, backend.cudagraph_debug = device, sizes, debug
     torch._dynamo.reset()
@@ -107,6 +107,13 @@ def test_capture_runs_largest_first_in_one_pool_and_quiets_gc_after_the_first():
     assert [quiet for _, quiet in device.captures] == [False] + [True] * 8  # 3 sizes x 3 pieces
     assert [list(p.graphs) for p in CAPTURED] == [[8, 4, 2]] * 3  # captured in this order
     assert gc.collect is _collect  # restored after the capture
+
+
+def test_a_dump_reads_the_pieces_under_their_graphs(tmp_path):
+    model, compiled, _ = captured_model(dump_dir=tmp_path)
+    with torch.no_grad():
+        compiled(*models.example_inputs(model.config, 4))
+    assert (tmp_path / "graph_0" / "report.json").exists() and len(CAPTURED) == 3
 
 
 def test_the_models_output_survives_the_next_replay():

@@ -224,7 +224,7 @@ class PiecewiseBackend:
     def _dump(self, gm: GraphModule, split: GraphModule, items: list[SplitItem], report: CompileReport) -> None:
         directory = Path(self.dump_dir) / f"graph_{len(self.reports) - 1}"  # type: ignore[arg-type]
         generated = {
-            item.submod_name: _generated_source(split.__dict__[item.submod_name].general)
+            item.submod_name: _generated_source(_runner_of(split.__dict__[item.submod_name]).general)
             for item in items
             if not item.is_splitting_graph
         }
@@ -596,6 +596,11 @@ def _dispatch_symbol(gm: GraphModule) -> str | None:
         if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
             return value.node.expr.name
     return None
+
+
+def _runner_of(piece: PieceRunner | CapturedPiece) -> PieceRunner:
+    """A compute piece's runner, also where CUDA graphs replay it."""
+    return piece.run if isinstance(piece, CapturedPiece) else piece  # type: ignore[return-value]
 
 
 def _pieces_reaching_output(split: GraphModule) -> set[str]:
