@@ -163,7 +163,6 @@ class PiecewiseBackend:
         self.cudagraph_sizes = check_mode(cudagraph, cudagraph_sizes)
         self.cudagraph_debug = cudagraph_debug
         self._graph_device: GraphDevice | None = CudaDevice() if cudagraph is not None else None
-        self._executor: Executor | None = compile_workers if isinstance(compile_workers, Executor) else None
         root = cache_root(cache_dir)
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.dump_dir = dump_dir
@@ -336,8 +335,8 @@ class PiecewiseBackend:
         store = self._persistent
         if self.lazy or not self.compile_sizes or store is None or store.compile_with is None or jobs < 1:
             return None
-        if self._executor is not None:
-            return self._executor
+        if isinstance(self.compile_workers, Executor):
+            return self.compile_workers
         wanted = min(default_workers(), jobs) if self.compile_workers is None else self.compile_workers
         assert isinstance(wanted, int)
         return shared_pool(wanted) if wanted > 0 else None
@@ -616,7 +615,11 @@ def _pieces_reaching_output(split: GraphModule) -> set[str]:
 
 def _token_dim(node: Any, symbol: str) -> int | None:
     """The dimension of a piece's output that holds the token count, if any."""
-    value = node.meta.get("example_value") if isinstance(node, torch.fx.Node) else None
+    return _dim_of(node.meta.get("example_value") if isinstance(node, torch.fx.Node) else None, symbol)
+
+
+def _dim_of(value: Any, symbol: str) -> int | None:
+    """The first dimension of a fake tensor whose size is exactly ``symbol``, if any."""
     if isinstance(value, torch.Tensor):
         for dim, size in enumerate(value.shape):
             if isinstance(size, torch.SymInt) and str(size.node.expr) == symbol:
@@ -633,10 +636,9 @@ def _size_at(fakes: Sequence[Any], symbol: str | None) -> SizeAt | None:
         if isinstance(value, torch.SymInt) and str(value.node.expr) == symbol:
             return index, None
     for index, value in enumerate(fakes):
-        if isinstance(value, torch.Tensor):
-            for dim, size in enumerate(value.shape):
-                if isinstance(size, torch.SymInt) and str(size.node.expr) == symbol:
-                    return index, dim
+        dim = _dim_of(value, symbol)
+        if dim is not None:
+            return index, dim
     return None
 
 

@@ -168,10 +168,7 @@ class CapturedPiece:
     def _input_token_dims(self) -> list[int | None] | str:
         dims: list[int | None] = []
         for index, spec in enumerate(self.signature.inputs):
-            if isinstance(spec, SizeSpec):
-                dims.append(None)
-                continue
-            if index in self.weights:
+            if isinstance(spec, SizeSpec) or index in self.weights:
                 dims.append(None)
                 continue
             found = None
