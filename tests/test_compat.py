@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import threading
 
 import pytest
 import torch
@@ -201,6 +202,43 @@ def test_without_torchs_cpu_probe_the_block_runs_as_it_is(monkeypatch):
     with _compat.isa_probe_answers(kept):
         assert VecISA._probe_load is probe
     assert kept == {}
+
+
+class _FakeISA:
+    """An instruction set whose probe records the thread it ran in."""
+
+    def __init__(self, name: str, probed: list[tuple[str, bool]]) -> None:
+        self.name, self.probed = name, probed
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __bool__(self) -> bool:
+        self.probed.append((self.name, threading.current_thread() is threading.main_thread()))
+        return True
+
+
+def test_the_cpu_probe_runs_each_reported_instruction_set_in_a_thread_of_its_own(monkeypatch):
+    from torch._inductor import cpu_vec_isa
+
+    probed: list[tuple[str, bool]] = []
+    isas = [_FakeISA(name, probed) for name in ("avx512 amx_tile", "avx512", "avx2", "asimd")]
+    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", isas)
+    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: ["avx2", "avx512"])
+    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: probed.append(("list", True)))
+    _compat.probe_cpu()
+    # the sets the CPU does not report in full are not probed; torch's list is made last
+    assert sorted(probed[:-1]) == [("avx2", False), ("avx512", False)] and probed[-1] == ("list", True)
+
+    probed.clear()
+    hide(monkeypatch, "supported_vec_isa_list")  # torch's probe as it is, one set after another
+    _compat.probe_cpu()
+    assert probed == [("list", True)]
+
+    probed.clear()
+    hide(monkeypatch, "supported_vec_isa_list", "valid_vec_isa_list")  # no probe: nothing to run
+    _compat.probe_cpu()
+    assert probed == []
 
 
 def test_a_size_symbol_bounded_to_a_range_and_without_torchs_bounds(monkeypatch):

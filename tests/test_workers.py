@@ -3,6 +3,7 @@ processes, in any Executor, or here; and every way a job can fail."""
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
@@ -16,7 +17,9 @@ import torch
 import worker_jobs
 
 import fxsplit
-from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool
+from fxsplit import _compat
+from fxsplit.compilation.cache import PieceCache
+from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool, warm_up
 from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
@@ -55,6 +58,57 @@ def test_a_job_not_started_can_be_cancelled(pool):
     first.result(timeout=120)
     assert any(f.cancel() for f in queued[1:]) or all(f.done() for f in queued)
     assert all(f.cancelled() or f.result(timeout=120) for f in queued)
+
+
+def test_each_process_runs_the_initializer_before_its_jobs_replacements_too(tmp_path):
+    pool = WorkerPool(1, initializer=worker_jobs.remember, initargs=("warm",))
+    try:
+        assert pool.submit(worker_jobs.remembered).result(timeout=120) == ["warm"]
+        assert pool.submit(worker_jobs.die_once, str(tmp_path / "marker")).result(timeout=120)
+        assert pool.submit(worker_jobs.remembered).result(timeout=120) == ["warm"]  # the replacement's own
+    finally:
+        pool.shutdown()
+
+
+def test_a_failing_initializer_is_logged_and_the_process_still_takes_jobs(caplog):
+    pool = WorkerPool(1, initializer=worker_jobs.fail, initargs=("no compiler",))
+    try:
+        with caplog.at_level(logging.WARNING, logger="fxsplit"):
+            assert pool.submit(worker_jobs.pid).result(timeout=120) in pool.pids()
+    finally:
+        pool.shutdown()
+    assert "ValueError: no compiler" in caplog.text
+
+
+def test_a_warm_up_probes_the_cpu_into_the_cache_where_there_is_no_cuda(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(_compat, "probe_cpu", lambda: seen.append(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    warm_up(str(tmp_path))
+    assert seen == [str(PieceCache(tmp_path).compiler_files())]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # pieces compile for the GPU: no probe
+    warm_up(str(tmp_path))
+    assert len(seen) == 1
+
+
+def test_started_workers_probe_the_cpu_before_any_graph(tmp_path):
+    # the caller traces meanwhile; its first compile finds the probe's libraries built, and a
+    # later process the answers
+    script = (
+        "import sys, time, fxsplit\n"
+        "from pathlib import Path\n"
+        "backend = fxsplit.PiecewiseBackend(compile_sizes=[4], cache_dir=sys.argv[1])\n"
+        "backend.start_workers()\n"
+        "probes = Path(sys.argv[1], 'inductor', 'fxsplit-isa-probes.json')\n"
+        "deadline = time.monotonic() + 240\n"
+        "while not probes.exists() and time.monotonic() < deadline:\n"
+        "    time.sleep(0.2)\n"
+        "print(probes.read_text())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    answers = json.loads(done.stdout)
+    assert list(answers) == [_compat.isa_probe_machine()] and answers[_compat.isa_probe_machine()]
 
 
 def test_workers_never_run_the_callers_script_again(tmp_path):

@@ -25,3 +25,15 @@ def die_once(marker: str) -> int:
         path.write_text("died once")
         os._exit(3)
     return os.getpid()
+
+
+_remembered: list[str] = []
+
+
+def remember(value: str) -> None:
+    """An initializer: what the process's later jobs find in :func:`remembered`."""
+    _remembered.append(value)
+
+
+def remembered() -> list[str]:
+    return _remembered

@@ -226,6 +226,32 @@ def isa_probe_machine() -> str | None:
     return json.dumps([platform.machine(), sorted(checker()), torch.__version__, sys.executable])
 
 
+def probe_cpu() -> None:
+    """Run Inductor's CPU instruction-set probe now, as the first CPU compile of the
+    process would: each instruction set the CPU reports in a thread of its own, since
+    each is a chain of compiler runs and loads in child processes (10 here, about 17 s
+    one after another on a cold cache). Without torch's per-set checks it runs the
+    probe as torch does; without a probe at all it does nothing."""
+    valid_vec_isa_list = _private("torch._inductor.cpu_vec_isa", "valid_vec_isa_list")
+    if valid_vec_isa_list is None:
+        return
+    checker = _private("torch._inductor.cpu_vec_isa", "x86_isa_checker")
+    candidates = _private("torch._inductor.cpu_vec_isa", "supported_vec_isa_list")
+    if checker is not None and candidates is not None:
+        reported = set(checker())
+        # the sets valid_vec_isa_list would check: those whose every flag the CPU reports
+        threads = [
+            threading.Thread(target=bool, args=(isa,), name="fxsplit-cpu-probe", daemon=True)
+            for isa in candidates
+            if reported.issuperset(str(isa).split())
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    valid_vec_isa_list()
+
+
 _probe_lock = threading.Lock()
 _probe_answers: list[dict[str, bool]] = []  # of every block open, in any thread
 _probe: list[Callable[[Any, str], bool]] = []  # torch's own, while it is replaced

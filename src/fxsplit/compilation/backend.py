@@ -324,8 +324,9 @@ class PiecewiseBackend:
 
     def start_workers(self) -> None:
         """Start the worker processes of ``compile_workers`` now rather than with the
-        first graph, so that their start-up (importing torch and Inductor, seconds)
-        overlaps with the caller's own work, such as Dynamo's trace. Does nothing
+        first graph, so that their start-up (importing torch and Inductor and, without
+        CUDA, Inductor's CPU probe: seconds) overlaps with the caller's own work, such
+        as Dynamo's trace, and the caller's first compile finds the probe done. Does nothing
         where no worker would be used (no ``compile_sizes``, ``lazy``, 0 workers, a
         compiler other than Inductor)."""
         self._workers(len(self.compile_sizes))
@@ -339,7 +340,8 @@ class PiecewiseBackend:
             return self.compile_workers
         wanted = min(default_workers(), jobs) if self.compile_workers is None else self.compile_workers
         assert isinstance(wanted, int)
-        return shared_pool(wanted) if wanted > 0 else None
+        cache_root = str(self.cache.root) if self.cache is not None else None
+        return shared_pool(wanted, cache_root) if wanted > 0 else None
 
     def _submit_sizes(
         self, item: SplitItem, signature: Signature | None, key: Hashable | None, symbol: str, submitted: int

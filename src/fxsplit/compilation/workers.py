@@ -8,7 +8,11 @@ can run the jobs (a ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``), 
 :class:`WorkerPool` is fxsplit's own: processes started with ``python -m`` that never
 import the caller's ``__main__`` (as multiprocessing's spawn would, running a script
 without a main guard once more in every worker), started early so that their own
-start-up (importing torch and Inductor) overlaps with the parent's work, and reused.
+start-up overlaps with the parent's work, and reused. fxsplit's workers start by
+importing Inductor and, on a machine without CUDA, running its CPU probe
+(:func:`warm_up`), the largest cost of a cold process's first CPU compile, while the
+parent is still in Dynamo's trace; the parent's own first compile then finds the
+probe's libraries built.
 
 The kernel libraries a worker builds land in the fxsplit cache's ``inductor/`` folder
 when the job names one, where the parent looks for them on one machine; a worker on
@@ -17,6 +21,7 @@ another machine hands back code that the parent's load builds again.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import queue
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import torch
 from torch.fx import GraphModule
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
@@ -40,6 +46,8 @@ from ..runtime.signature import Signature
 from ..runtime.sizes import SizeKey
 from .cache import PieceCache
 from .examples import fake_inputs
+
+log = logging.getLogger("fxsplit")
 
 CompileWorkers = int | Executor | None
 """``compile_workers``: a number of worker processes (0: compile in the calling
@@ -79,6 +87,18 @@ def compile_size(job: SizeJob) -> bytes:
         return store.serialize(store.compile_with(graph, examples, fake_mode))
 
 
+def warm_up(cache_root: str | None) -> None:
+    """A worker's start: Inductor imported and, where there is no CUDA device (the
+    pieces compile for the CPU), its CPU probe run (:func:`fxsplit._compat.probe_cpu`)
+    in the cache's compiler context, so that the probe's libraries land where the
+    parent's compiles, and later processes, look for them, with its answers."""
+    _compat.persistent_compiler()
+    if torch.cuda.is_available():
+        return
+    with PieceCache(Path(cache_root)).compiler_context() if cache_root else nullcontext():
+        _compat.probe_cpu()
+
+
 def _with_example_values(graph: GraphModule, fake_mode: Any, examples: list[Any]) -> None:
     """Give each node the fake value Dynamo would have recorded (``example_value``):
     a pickled graph has none, and AOTAutograd's cache, without which a compiled piece
@@ -101,10 +121,16 @@ class WorkerPool(Executor):
     it, and waits for the answer; a job not yet taken can still be cancelled (the
     caller then runs it itself). A process that dies during a job is replaced and the
     job sent again once; if it dies again, the job's future raises
-    :class:`WorkerDied`.
+    :class:`WorkerDied`. As with ``ProcessPoolExecutor``, each process, replacements
+    included, first runs ``initializer(*initargs)``; its failure is logged, and the
+    process still takes jobs.
     """
 
-    def __init__(self, workers: int = 0) -> None:
+    def __init__(
+        self, workers: int = 0, initializer: Callable[..., Any] | None = None, initargs: tuple[Any, ...] = ()
+    ) -> None:
+        self._initializer = initializer
+        self._initargs = initargs
         self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[..., Any], tuple[Any, ...]] | None] = (
             queue.SimpleQueue()
         )
@@ -179,7 +205,24 @@ class WorkerPool(Executor):
             self._processes.remove(process)
             return self._start()
 
+    def _initialised(self, process: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        """``process`` once it has run the pool's initializer."""
+        if self._initializer is None:
+            return process
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            _send(process.stdin, pickle.dumps((self._initializer, self._initargs)))
+            ok, value = pickle.loads(_receive(process.stdout))
+        except (OSError, EOFError, pickle.UnpicklingError) as error:
+            # its first job finds it dead, and replaces it
+            log.warning("fxsplit: a worker process died running %s (%s)", _name(self._initializer), error)
+            return process
+        if not ok:
+            log.warning("fxsplit: a worker process's %s failed: %s", _name(self._initializer), value)
+        return process
+
     def _serve(self, process: subprocess.Popen[bytes]) -> None:
+        process = self._initialised(process)
         while True:
             job = self._jobs.get()
             if job is None:
@@ -194,7 +237,7 @@ class WorkerPool(Executor):
                     _send(process.stdin, request)
                     ok, value = pickle.loads(_receive(process.stdout))
                 except (OSError, EOFError, pickle.UnpicklingError):
-                    process = self._replace(process)
+                    process = self._initialised(self._replace(process))
                     if attempt == 1:
                         future.set_exception(WorkerDied(f"a worker process died twice running {_name(fn)}"))
                     continue
@@ -234,7 +277,6 @@ def _worker_main() -> None:
     """A worker: answers each pickled ``(fn, args)`` on stdin with ``(ok, value)``."""
     requests, answers = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what a job prints must not reach the pipe
-    _compat.persistent_compiler()  # Inductor's start-up, before the first job arrives
     while True:
         try:
             fn, args = pickle.loads(_receive(requests))
@@ -255,13 +297,14 @@ _shared: WorkerPool | None = None
 _shared_lock = threading.Lock()
 
 
-def shared_pool(workers: int) -> WorkerPool:
-    """The process's own pool, with at least ``workers`` processes; every backend of
-    the process reuses it."""
+def shared_pool(workers: int, cache_root: str | None) -> WorkerPool:
+    """The process's own pool, with at least ``workers`` processes, each warmed up
+    (:func:`warm_up`) for ``cache_root`` the first time; every backend of the process
+    reuses it (a warm process's probe is answered for every cache)."""
     global _shared
     with _shared_lock:
         if _shared is None:
-            _shared = WorkerPool()
+            _shared = WorkerPool(initializer=warm_up, initargs=(cache_root,))
         _shared.grow(workers)
         return _shared
 
