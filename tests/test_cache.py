@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from fxsplit import _compat
 from fxsplit.compilation.cache import (
     ARTIFACT,
     CACHEDIR_TAG,
@@ -145,6 +146,21 @@ def test_the_cpu_probes_answers_are_kept_with_the_compilers_files(tmp_path, monk
         assert VecISA._probe_load(None, "/elsewhere/isa.so")
     assert len(probed) == 2
     assert list(json.loads((tmp_path / "c" / COMPILER_FILES / ISA_PROBES).read_text()).values()) == [{"isa.so": True}]
+
+
+def test_processes_probing_at_once_share_each_answer_as_it_is_learnt(tmp_path, monkeypatch):
+    from torch._inductor.cpu_vec_isa import VecISA
+
+    probed = []
+    monkeypatch.setattr(VecISA, "_probe_load", lambda isa, library: probed.append(library) or True)
+    probes = tmp_path / "c" / COMPILER_FILES / ISA_PROBES
+    with PieceCache(tmp_path / "c").compiler_context() as directory:
+        assert VecISA._probe_load(None, str(directory / "mine.so"))
+        assert json.loads(probes.read_text()) == {_compat.isa_probe_machine(): {"mine.so": True}}  # at once
+        # another process (a worker's start-up) learns an answer while this block is open
+        probes.write_text(json.dumps({_compat.isa_probe_machine(): {"mine.so": True, "theirs.so": False}}))
+        assert VecISA._probe_load(None, str(directory / "theirs.so")) is False
+    assert probed == [str(directory / "mine.so")]
 
 
 def test_clear_empties_it(tmp_path):

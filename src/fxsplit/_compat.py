@@ -17,7 +17,7 @@ import os
 import platform
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -253,12 +253,12 @@ def probe_cpu() -> None:
 
 
 _probe_lock = threading.Lock()
-_probe_answers: list[dict[str, bool]] = []  # of every block open, in any thread
+_probe_answers: list[MutableMapping[str, bool]] = []  # of every block open, in any thread
 _probe: list[Callable[[Any, str], bool]] = []  # torch's own, while it is replaced
 
 
 @contextlib.contextmanager
-def isa_probe_answers(answers: dict[str, bool]) -> Iterator[None]:
+def isa_probe_answers(answers: MutableMapping[str, bool]) -> Iterator[None]:
     """Inductor's CPU instruction-set probe answered from ``answers`` in the block, and
     what it had to probe added to them.
 

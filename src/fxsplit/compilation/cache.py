@@ -34,8 +34,9 @@ import re
 import shutil
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -222,15 +223,9 @@ class PieceCache:
         neither rebuilds kernels nor probes the CPU again (2 s here)."""
         directory = self.compiler_files()
         machine = _compat.isa_probe_machine()
-        kept = _read_json(directory / ISA_PROBES)
-        answers = dict(kept.get(machine, {})) if machine is not None else {}
-        known = dict(answers)
-        try:
-            with _compat.inductor_cache_at(str(directory)), _compat.isa_probe_answers(answers):
-                yield directory
-        finally:
-            if machine is not None and answers != known:
-                self._replace_json(directory / ISA_PROBES, {**_read_json(directory / ISA_PROBES), machine: answers})
+        answers: MutableMapping[str, bool] = {} if machine is None else _KeptAnswers(self, machine)
+        with _compat.inductor_cache_at(str(directory)), _compat.isa_probe_answers(answers):
+            yield directory
 
     def _replace_json(self, path: Path, value: dict[str, Any]) -> None:
         """Write a small file of the cache's own atomically, staged in ``tmp/``; failing to
@@ -296,6 +291,45 @@ class PieceCache:
         for own in (_TMP, COMPILER_FILES):
             shutil.rmtree(self.root / own, ignore_errors=True)
         return len(entries)
+
+
+class _KeptAnswers(MutableMapping[str, bool]):
+    """The answers of Inductor's CPU probe on one machine, as the cache's file keeps
+    them: each written as it is learnt, and the file read again on a miss, so that
+    processes probing at the same time (a worker's start-up and the caller's first
+    compile) share what each learns rather than each loading every library."""
+
+    def __init__(self, cache: PieceCache, machine: str) -> None:
+        self._cache, self._machine = cache, machine
+        self._path = cache.compiler_files() / ISA_PROBES
+        self._lock = threading.Lock()  # a process's probe threads learn at the same time
+        self._known: dict[str, bool] = {}
+        self._read()
+
+    def _read(self) -> None:
+        kept = _read_json(self._path).get(self._machine, {})
+        self._known.update({k: v for k, v in kept.items() if isinstance(v, bool)})
+
+    def __getitem__(self, library: str) -> bool:
+        if library not in self._known:
+            self._read()
+        return self._known[library]
+
+    def __setitem__(self, library: str, answer: bool) -> None:
+        with self._lock:
+            self._known[library] = answer
+            kept = _read_json(self._path)
+            mine = {**kept.get(self._machine, {}), **self._known}
+            self._cache._replace_json(self._path, {**kept, self._machine: mine})
+
+    def __delitem__(self, library: str) -> None:
+        raise TypeError("a probe's answer is not taken back")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._known)
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
