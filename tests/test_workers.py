@@ -3,6 +3,7 @@ processes, in any Executor, or here; and every way a job can fail."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -19,7 +20,7 @@ import worker_jobs
 import fxsplit
 from fxsplit import _compat
 from fxsplit.compilation.cache import PieceCache
-from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool, warm_up
+from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool, compile_size, warm_up
 from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
@@ -158,6 +159,35 @@ def test_in_process_compiles_every_size_during_the_first_call(in_process):
     # 3 distinct pieces, each for the general shape, size 4 and sizes 6 to 12; none of it in a worker
     assert report.compiler_calls == 9
     assert [(s.size, s.worker) for s in report.specialisations] == [(4, False), ((6, 12), False)] * 3
+
+
+class Keep(Executor):
+    """Keeps each job and never starts it: the backend then compiles it itself."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.jobs.append(args[0])
+        return Future()
+
+
+def test_a_job_compiles_in_the_grad_mode_of_the_call_that_made_it(monkeypatch):
+    # a worker starts with grad on: compiled so, a piece called under no_grad would also
+    # get a backward compiled, twice the work
+    kept = Keep()
+    compile_with(kept, sizes=[4], calls=(8,))
+    store = _compat.persistent_compiler()
+    modes = []
+
+    def recording(gm, inputs, fake_mode):
+        modes.append(torch.is_grad_enabled())
+        return store.compile_with(gm, inputs, fake_mode)
+
+    monkeypatch.setattr(_compat, "persistent_compiler", lambda: dataclasses.replace(store, compile_with=recording))
+    assert torch.is_grad_enabled()
+    compile_size(kept.jobs[0])  # as a worker runs it
+    assert modes == [False]  # the model was called under no_grad
 
 
 def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_process, tmp_path):

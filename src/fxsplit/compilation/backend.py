@@ -361,7 +361,8 @@ class PiecewiseBackend:
         for w in jobs:
             w.submitted = time.perf_counter()
             w.future = executor.submit(
-                compile_size, SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root)
+                compile_size,
+                SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root, torch.is_grad_enabled()),
             )
         return work
 

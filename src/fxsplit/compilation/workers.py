@@ -71,6 +71,7 @@ class SizeJob:
     signature: Signature
     fixed: dict[str, SizeKey]  # size symbol -> the size, or the range (lo, hi)
     cache_root: str | None  # where the kernel libraries go (the fxsplit cache), if anywhere
+    grad: bool  # the caller's grad mode: off, AOTAutograd compiles no backward
 
 
 def compile_size(job: SizeJob) -> bytes:
@@ -83,7 +84,8 @@ def compile_size(job: SizeJob) -> bytes:
     fake_mode, examples = made
     graph = pickle.loads(job.graph)
     _with_example_values(graph, fake_mode, examples)
-    with PieceCache(Path(job.cache_root)).compiler_context() if job.cache_root else nullcontext():
+    cache = PieceCache(Path(job.cache_root)).compiler_context() if job.cache_root else nullcontext()
+    with cache, torch.set_grad_enabled(job.grad):
         return store.serialize(store.compile_with(graph, examples, fake_mode))
 
 
