@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -258,3 +258,5 @@ def test_a_job_whose_worker_died_is_compiled_here(in_process, caplog):
 def test_compile_workers_must_be_a_count_an_executor_or_none():
     with pytest.raises(ValueError, match="compile_workers=-1"):
         fxsplit.PiecewiseBackend(compile_workers=-1)
+    with ThreadPoolExecutor(1) as threads, pytest.raises(ValueError, match="Inductor cannot compile in two threads"):
+        fxsplit.PiecewiseBackend(compile_workers=threads)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from concurrent.futures import BrokenExecutor, Executor, Future
+from concurrent.futures import BrokenExecutor, Executor, Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -99,7 +99,8 @@ class PiecewiseBackend:
             only; the general versions are compiled here, from Dynamo's trace): a
             number of worker processes (0: all in this process), any
             ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, Dask's
-            ``Client.get_executor()``), or None: one process per job, at most one per
+            ``Client.get_executor()``; not a ``ThreadPoolExecutor``, as Inductor
+            compiles in one thread at a time), or None: one process per job, at most one per
             core but this one's. This process compiles the jobs no worker has started.
             Workers start with the first graph (see :meth:`start_workers`) and are
             reused by every later compilation in the process.
@@ -159,6 +160,12 @@ class PiecewiseBackend:
         self._persistent = _compat.persistent_compiler() if compiler == "inductor" and dedup else None
         if isinstance(compile_workers, int) and compile_workers < 0:
             raise ValueError(f"compile_workers={compile_workers}: give a number of processes >= 0, an Executor or None")
+        if isinstance(compile_workers, ThreadPoolExecutor):
+            raise ValueError(
+                "compile_workers: a ThreadPoolExecutor compiles in threads of this process, and Inductor cannot "
+                "compile in two threads at once; give a number of processes, a ProcessPoolExecutor or a cluster's "
+                "executor"
+            )
         self.compile_workers = compile_workers
         self.cudagraph_sizes = check_mode(cudagraph, cudagraph_sizes)
         self.cudagraph_debug = cudagraph_debug
