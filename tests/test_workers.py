@@ -176,7 +176,10 @@ def test_a_job_compiles_in_the_grad_mode_of_the_call_that_made_it(monkeypatch):
     # a worker starts with grad on: compiled so, a piece called under no_grad would also
     # get a backward compiled, twice the work
     kept = Keep()
-    compile_with(kept, sizes=[4], calls=(8,))
+    linear = torch.nn.Linear(8, 8)  # weights that require grad: one piece
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=[4], compile_workers=kept, cache_dir=None)
+    with torch.no_grad():
+        torch.compile(linear, backend=backend, dynamic=True)(torch.randn(6, 8))
     store = _compat.persistent_compiler()
     modes = []
 
@@ -188,6 +191,7 @@ def test_a_job_compiles_in_the_grad_mode_of_the_call_that_made_it(monkeypatch):
     assert torch.is_grad_enabled()
     compile_size(kept.jobs[0])  # as a worker runs it
     assert modes == [False]  # the model was called under no_grad
+    assert len(kept.jobs) == 1
 
 
 def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_process, tmp_path):
