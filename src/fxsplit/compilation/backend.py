@@ -347,8 +347,12 @@ class PiecewiseBackend:
             return self.compile_workers
         wanted = min(default_workers(), jobs) if self.compile_workers is None else self.compile_workers
         assert isinstance(wanted, int)
-        cache_root = str(self.cache.root) if self.cache is not None else None
-        return shared_pool(wanted, cache_root) if wanted > 0 else None
+        return shared_pool(wanted, self._cache_root) if wanted > 0 else None
+
+    @property
+    def _cache_root(self) -> str | None:
+        """The cache's directory as a job names it (None: no cache)."""
+        return str(self.cache.root) if self.cache is not None else None
 
     def _submit_sizes(
         self, item: SplitItem, signature: Signature | None, key: Hashable | None, symbol: str, submitted: int
@@ -364,12 +368,11 @@ class PiecewiseBackend:
         if executor is None or not jobs:
             return work
         graph = pickle.dumps(item.graph)  # here, not in the executor's thread, while this one compiles the graph
-        root = str(cache.root) if cache is not None else None
+        root, grad = self._cache_root, torch.is_grad_enabled()
         for w in jobs:
             w.submitted = time.perf_counter()
             w.future = executor.submit(
-                compile_size,
-                SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root, torch.is_grad_enabled()),
+                compile_size, SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root, grad)
             )
         return work
 

@@ -223,7 +223,9 @@ class PieceCache:
         neither rebuilds kernels nor probes the CPU again (2 s here)."""
         directory = self.compiler_files()
         machine = _compat.isa_probe_machine()
-        answers: MutableMapping[str, bool] = {} if machine is None else _KeptAnswers(self, machine)
+        answers: MutableMapping[str, bool] = {}
+        if machine is not None:
+            answers = _KeptAnswers(self, directory / ISA_PROBES, machine)
         with _compat.inductor_cache_at(str(directory)), _compat.isa_probe_answers(answers):
             yield directory
 
@@ -299,9 +301,8 @@ class _KeptAnswers(MutableMapping[str, bool]):
     processes probing at the same time (a worker's start-up and the caller's first
     compile) share what each learns rather than each loading every library."""
 
-    def __init__(self, cache: PieceCache, machine: str) -> None:
-        self._cache, self._machine = cache, machine
-        self._path = cache.compiler_files() / ISA_PROBES
+    def __init__(self, cache: PieceCache, path: Path, machine: str) -> None:
+        self._cache, self._path, self._machine = cache, path, machine
         self._lock = threading.Lock()  # a process's probe threads learn at the same time
         self._known: dict[str, bool] = {}
         self._read()

@@ -32,7 +32,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -84,8 +84,7 @@ def compile_size(job: SizeJob) -> bytes:
     fake_mode, examples = made
     graph = pickle.loads(job.graph)
     _with_example_values(graph, fake_mode, examples)
-    cache = PieceCache(Path(job.cache_root)).compiler_context() if job.cache_root else nullcontext()
-    with cache, torch.set_grad_enabled(job.grad):
+    with _compiler_context(job.cache_root), torch.set_grad_enabled(job.grad):
         return store.serialize(store.compile_with(graph, examples, fake_mode))
 
 
@@ -97,8 +96,14 @@ def warm_up(cache_root: str | None) -> None:
     _compat.persistent_compiler()
     if torch.cuda.is_available():
         return
-    with PieceCache(Path(cache_root)).compiler_context() if cache_root else nullcontext():
+    with _compiler_context(cache_root):
         _compat.probe_cpu()
+
+
+def _compiler_context(cache_root: str | None) -> AbstractContextManager[Any]:
+    """The compiler context of the fxsplit cache at ``cache_root``; without one,
+    Inductor's own cache as the process has it."""
+    return PieceCache(Path(cache_root)).compiler_context() if cache_root else nullcontext()
 
 
 def _with_example_values(graph: GraphModule, fake_mode: Any, examples: list[Any]) -> None:
