@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import threading
+from typing import Any
 
 import pytest
 import torch
@@ -371,16 +372,84 @@ def test_guard_failure_reason_with_and_without_torchs_details():
     assert "not available" in _compat.guard_failure(types.SimpleNamespace(), ())
 
 
-def test_a_compiled_piece_is_entered_under_its_pass_through_wrappers(monkeypatch):
-    store = _compat.persistent_compiler()
-    gm, args = fxsplit.capture_graph(lambda x: (x.sin() * 2,), (torch.randn(5),))
-    compiled = store.compile(gm, args)
+def compiled_piece(function: Any, *args: Any) -> tuple[Any, torch.fx.GraphModule, tuple[Any, ...]]:
+    """``function`` captured by Dynamo and compiled as fxsplit compiles a piece."""
+    gm, captured_args = fxsplit.capture_graph(function, args)
+    return _compat.persistent_compiler().compile(gm, list(captured_args)), gm, captured_args
+
+
+def enters_inductors_code(entry: Any) -> bool:
+    return getattr(entry, "__qualname__", "").endswith("call_inductor")
+
+
+def test_a_plain_piece_is_entered_at_inductors_code_once_it_has_been_called(monkeypatch):
+    compiled, gm, args = compiled_piece(lambda x: (x.sin() * 2,), torch.randn(5))
+    before = _compat.direct_entry(compiled)  # the wrapper's first call checks custom ops: not skipped
+    assert before is not compiled and not enters_inductors_code(before)
+    assert not getattr(before, "_torchdynamo_disable", False)
+    compiled(*args)
     entry = _compat.direct_entry(compiled)
-    assert entry is not compiled and not getattr(entry, "_torchdynamo_disable", False)
-    torch.testing.assert_close(entry(*args), gm(*args))
+    assert enters_inductors_code(entry)
+    with torch.enable_grad():  # torch's wrapper runs an inference graph with grad off, and so does this
+        out = entry(*args)
+        assert torch.is_grad_enabled()
+    torch.testing.assert_close(out[0], gm(*args)[0])
     assert _compat.direct_entry(gm) is gm  # not a compiled artifact: called as it is
+    hide(monkeypatch, "_set_grad_enabled")  # grad is turned off through the public setter
+    with torch.enable_grad():
+        torch.testing.assert_close(_compat.direct_entry(compiled)(*args)[0], out[0])
+        assert torch.is_grad_enabled()
+    for name in ("SerializableCompiledFunction", "CompiledFxGraph"):
+        hide(monkeypatch, name)
+        assert not enters_inductors_code(_compat.direct_entry(compiled))
     hide(monkeypatch, "AOTCompiledArtifact")
     assert _compat.direct_entry(compiled) is compiled
+
+
+def test_a_piece_whose_outputs_alias_its_inputs_keeps_torchs_wrapper_which_rebuilds_them():
+    compiled, gm, args = compiled_piece(lambda x: (x.view(-1), x + 1), torch.randn(2, 3))
+    compiled(*args)
+    entry = _compat.direct_entry(compiled)
+    assert not enters_inductors_code(entry)
+    (x,) = [a for a in args if isinstance(a, torch.Tensor)]
+    view, _ = entry(*args)
+    assert view._base is x
+
+
+def test_a_piece_that_leaves_grad_off_keeps_torchs_wrapper_which_turns_it_off():
+    def leaves_grad_off(x: torch.Tensor) -> tuple[torch.Tensor]:
+        torch.set_grad_enabled(False)
+        return (x * 2,)
+
+    with torch.enable_grad():
+        gm, args = fxsplit.capture_graph(leaves_grad_off, (torch.randn(3),))
+        torch.set_grad_enabled(True)  # the capture left it off, as the function does
+        compiled = _compat.persistent_compiler().compile(gm, list(args))
+        compiled(*args)
+        entry = _compat.direct_entry(compiled)
+        assert not enters_inductors_code(entry)
+        torch.set_grad_enabled(True)
+        entry(*args)
+        assert not torch.is_grad_enabled()
+
+
+def test_a_piece_that_mutates_its_input_mutates_it_once_when_entered_directly():
+    def bumps(x: torch.Tensor) -> tuple[torch.Tensor]:
+        x.add_(1)
+        return (x * 2,)
+
+    compiled, _, captured_args = compiled_piece(bumps, torch.zeros(3))
+
+    def with_zeros() -> tuple[torch.Tensor, list[Any]]:
+        x = torch.zeros(3)
+        return x, [x if isinstance(a, torch.Tensor) else a for a in captured_args]
+
+    x, args = with_zeros()
+    compiled(*args)
+    x, args = with_zeros()
+    (out,) = _compat.direct_entry(compiled)(*args)
+    torch.testing.assert_close(x, torch.ones(3))
+    torch.testing.assert_close(out, torch.full((3,), 2.0))
 
 
 def test_a_modules_own_hooks_are_seen_and_assumed_where_torch_keeps_them_elsewhere(monkeypatch):

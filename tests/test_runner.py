@@ -79,3 +79,30 @@ def test_size_dispatch_from_a_symint_input_or_a_tensor_dimension():
             runner(n, torch.randn(n, 4))
         assert seen == [0, 8, 0, 8] and made == [8]
         assert (runner.general_calls, runner.specialised_calls) == (2, 2)
+
+
+def test_a_version_is_called_as_it_is_first_then_through_its_direct_entry(monkeypatch):
+    examples, _ = symbolic_examples()
+    calls: list[str] = []
+
+    def version(n: int, x: torch.Tensor) -> torch.Tensor:
+        calls.append("version")
+        return x * 2
+
+    def direct_entry(compiled: Any) -> Any:
+        def entry(*args: Any) -> Any:
+            calls.append("entry")
+            return compiled(*args)
+
+        return entry
+
+    monkeypatch.setattr(_compat, "direct_entry", direct_entry)
+    runner = PieceRunner("p", version, (1, 0), SizeTable([8]), lambda size: version, InputLayouts(examples))
+    for n in (5, 5, 8, 8):
+        runner(n, torch.randn(n, 4))
+    # the general version and the one for 8 each make their direct entry after a first plain call
+    assert calls == ["version", "entry", "version", "version", "entry", "version"]
+    calls.clear()
+    runner.through_wrappers(5, torch.randn(5, 4))
+    assert calls == ["version"]
+    assert (runner.general_calls, runner.specialised_calls) == (3, 2)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SPLIT_HERE
 
 import fxsplit
 from fxsplit.runtime.stitching import install_direct_stitching
@@ -86,3 +88,61 @@ def test_the_backend_calls_splitting_pieces_without_nn_module_call():
         torch.testing.assert_close(split(*inputs), gm(*inputs))
         assert backend.report.pieces == 3
         assert modules_called(split, *inputs) == 1 + backend.report.compute_pieces
+
+
+def split_here_model() -> torch.nn.Module:
+    """Two compute pieces around the test's splitting op; the last one makes the output."""
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.ops.fxsplit_test.split_here(self.a(x).relu())).sin()
+
+    return Model().eval()
+
+
+def entries_of(backend: fxsplit.PiecewiseBackend) -> list[str]:
+    runners = {id(runner): runner for _, runner in backend._runners.values()}
+    return sorted(entry.__qualname__ for r in runners.values() for entry in r._entries.values())
+
+
+@pytest.mark.parametrize("cache", ["none", "fresh", "loaded"])
+def test_compiled_pieces_run_inductors_code_directly_from_their_second_call(cache, tmp_path):
+    model = split_here_model()
+    x = torch.randn(5, 8)
+    backends = 2 if cache == "loaded" else 1  # the second backend loads what the first stored
+    with torch.no_grad():
+        for _ in range(backends):
+            torch.compiler.reset()
+            backend = fxsplit.PiecewiseBackend([SPLIT_HERE], cache_dir=None if cache == "none" else tmp_path)
+            compiled = torch.compile(model, backend=backend, dynamic=True)
+            for rows in (5, 5, 7):
+                x = torch.randn(rows, 8)
+                torch.testing.assert_close(compiled(x), model(x))
+    # the first piece is entered at Inductor's code; the last, whose output the model
+    # returns, through torch's wrappers, which make no direct entry
+    assert entries_of(backend) == ["_without_grad.<locals>.call_inductor"]
+    assert backend.report.compiler_calls == (0 if cache == "loaded" else 2)
+
+
+def test_the_models_output_tells_a_later_graph_which_dims_are_dynamic():
+    model = split_here_model()
+    backend = fxsplit.PiecewiseBackend([SPLIT_HERE], cache_dir=None)
+    later_graphs: list[torch.fx.GraphModule] = []
+
+    def later_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
+        later_graphs.append(gm)
+        return gm.forward
+
+    torch.compiler.reset()
+    compiled = torch.compile(model, backend=backend, dynamic=True)
+    later = torch.compile(lambda y: y * 2, backend=later_backend)
+    with torch.no_grad():
+        compiled(torch.randn(5, 8))  # pieces are entered directly from their second call
+        for rows in (5, 7):
+            later(compiled(torch.randn(rows, 8)))
+    # as after whole-graph compilation: the rows of the output are dynamic from the first graph on
+    assert len(later_graphs) == 1

@@ -21,9 +21,10 @@ class PieceRunner:
     the version compiled for that entry (in ``specialised``, or made by
     ``specialise(entry)`` on first use and kept), any other size the general version. Inputs whose layout the
     compiled code refuses are copied into the layout it expects (see
-    :mod:`fxsplit.runtime.layout`). A compiled version is entered under its
-    pass-through wrappers (:func:`fxsplit._compat.direct_entry`), so the runner must
-    run outside Dynamo, as a backend's output and fxsplit's stitching do.
+    :mod:`fxsplit.runtime.layout`). After its first call through torch's wrappers, a
+    compiled version is entered as directly as torch allows
+    (:func:`fxsplit._compat.direct_entry`), so the runner must run outside Dynamo, as
+    a backend's output and fxsplit's stitching do.
 
     A runner pickles with its compiled versions (which need a pickler that can save
     them) but without ``specialise``: an unpickled runner compiles nothing, and runs a
@@ -49,7 +50,8 @@ class PieceRunner:
         self.layouts = layouts
         self.general_calls = 0
         self.specialised_calls = 0
-        self._entries: dict[SizeKey | None, Callable[..., Any]] = {None: _compat.direct_entry(general)}
+        # each version's direct entry, made after its first call (see _compat.direct_entry)
+        self._entries: dict[SizeKey | None, Callable[..., Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_specialise", "_entries")}
@@ -57,37 +59,46 @@ class PieceRunner:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._specialise = lambda size: self.general
-        self._entries = {None: _compat.direct_entry(self.general)}
+        self._entries = {}
 
-    def _specialised_entry(self, key: SizeKey) -> Callable[..., Any]:
-        """What runs an entry of ``compile_sizes``: its version, compiled now if it is not yet."""
-        entry = self._entries.get(key)
-        if entry is None:
-            version = self.specialised.get(key)
-            if version is None:
-                version = self.specialised[key] = self._specialise(key)
-            entry = self._entries[key] = _compat.direct_entry(version)
-        return entry
+    def _version(self, key: SizeKey | None) -> Callable[..., Any]:
+        """The version that runs ``key`` (None: the general one), compiled now if it is not yet."""
+        if key is None:
+            return self.general
+        version = self.specialised.get(key)
+        if version is None:
+            version = self.specialised[key] = self._specialise(key)
+        return version
 
     def __call__(self, *args: Any) -> Any:
+        return self._run(args, direct=True)
+
+    def through_wrappers(self, *args: Any) -> Any:
+        """A call of the compiled version itself, with every wrapper torch puts
+        around it: for a piece whose outputs the model returns, where AOTAutograd
+        marks their dynamic dims for a later Dynamo graph that reads them."""
+        return self._run(args, direct=False)
+
+    def _run(self, args: tuple[Any, ...], direct: bool) -> Any:
         if self.layouts.watched:
             args = tuple(self.layouts.apply(args))
+        key = None
         if self._dispatches:
             index, dim = self.size_at  # type: ignore[misc]
             key = self.compile_sizes.lookup(args[index] if dim is None else args[index].shape[dim])
-            if key is not None:
-                runnable = self._specialised_entry(key)
-                self.specialised_calls += 1
-            else:
-                runnable = self._entries[None]
-                self.general_calls += 1
-        else:
-            runnable = self._entries[None]
+        if key is None:
             self.general_calls += 1
+        else:
+            self.specialised_calls += 1
+        entry = self._entries.get(key) if direct else None
+        runnable = entry if entry is not None else self._version(key)
         try:
-            return runnable(*args)
+            result = runnable(*args)
         except AssertionError:
             repaired = self.layouts.repair(args)
             if repaired is None:
                 raise
-            return runnable(*repaired)
+            result = runnable(*repaired)
+        if direct and entry is None:
+            self._entries[key] = _compat.direct_entry(runnable)
+        return result

@@ -8,11 +8,15 @@ of a forward (see ``fxsplit bench --steady``). :func:`install_direct_stitching` 
 the same generated code against the pieces' runnables instead: a compute piece's
 runner, a splitting piece's generated ``forward``. A piece with hooks of its own keeps
 its ``nn.Module`` call, and with them its hooks; hooks registered for every module
-(``register_module_forward_hook``) do not see the pieces.
+(``register_module_forward_hook``) do not see the pieces. A compute piece whose
+outputs the model returns is called through torch's wrappers
+(:meth:`~fxsplit.runtime.runner.PieceRunner.through_wrappers`), so that those outputs
+carry what whole-graph compilation's do.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +47,22 @@ def _runnable(module: torch.nn.Module) -> Callable[..., Any]:
     return runnable_forward(module)
 
 
+def _returning(split: GraphModule) -> set[str]:
+    """The pieces whose outputs the stitching graph returns."""
+    (output,) = split.graph.find_nodes(op="output")
+    returned: set[str] = set()
+
+    def visit(node: torch.fx.Node) -> torch.fx.Node:
+        if node.op == "call_function" and node.target is operator.getitem:
+            node = node.args[0]  # type: ignore[assignment]
+        if node.op == "call_module":
+            returned.add(str(node.target))
+        return node
+
+    torch.fx.node.map_arg(output.args, visit)
+    return returned
+
+
 def install_direct_stitching(split: GraphModule) -> None:
     """Make ``split`` run its stitching graph with direct calls of its pieces.
 
@@ -56,6 +76,10 @@ def install_direct_stitching(split: GraphModule) -> None:
     runnables.update(
         {name: value for name, value in vars(split).items() if isinstance(value, (PieceRunner, CapturedPiece))}
     )
+    for name in _returning(split):
+        runner = runnables.get(name)
+        if isinstance(runner, PieceRunner):
+            runnables[name] = runner.through_wrappers
     code = python_code(split)
     namespace = dict(code.globals)
     exec(compile(code.src, f"<fxsplit stitching {type(split).__name__}>", "exec"), namespace)
