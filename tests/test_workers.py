@@ -21,6 +21,7 @@ import fxsplit
 from fxsplit import _compat
 from fxsplit.compilation.cache import PieceCache
 from fxsplit.compilation.workers import WorkerDied, WorkerError, WorkerPool, compile_size, warm_up
+from fxsplit.runtime.signature import TensorSpec
 from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
@@ -264,3 +265,27 @@ def test_compile_workers_must_be_a_count_an_executor_or_none():
         fxsplit.PiecewiseBackend(compile_workers=-1)
     with ThreadPoolExecutor(1) as threads, pytest.raises(ValueError, match="Inductor cannot compile in two threads"):
         fxsplit.PiecewiseBackend(compile_workers=threads)
+
+
+def test_a_worker_without_the_callers_cache_compiles_in_its_own_and_creates_nothing(tmp_path):
+    kept = Keep()
+    cache = tmp_path / "cache"
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=[4], compile_workers=kept, cache_dir=cache)
+    linear = torch.nn.Linear(8, 8).eval()
+    with torch.no_grad():
+        torch.compile(linear, backend=backend, dynamic=True)(torch.randn(6, 8))
+    (job,) = kept.jobs
+    assert job.cache_root == str(cache)
+    elsewhere = tmp_path / "another machine's view"
+    remote = dataclasses.replace(job, cache_root=str(elsewhere / "cache"))
+    x = torch.randn(4, 8)
+    by_shape = {(8, 8): linear.weight, (8,): linear.bias, (4, 8): x}
+    sizes = {symbol: 4 for symbol, _ in job.signature.hints}
+    args = [
+        by_shape[tuple(int(e.subs(sizes)) for e in spec.size)] if isinstance(spec, TensorSpec) else 4
+        for spec in job.signature.inputs
+    ]
+    with torch.no_grad():
+        compiled = _compat.persistent_compiler().deserialize(compile_size(remote))
+        torch.testing.assert_close(compiled(*args)[0], linear(x))
+    assert not elsewhere.exists()

@@ -44,7 +44,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from .. import _compat
 from ..runtime.signature import Signature
 from ..runtime.sizes import SizeKey
-from .cache import PieceCache
+from .cache import NotACacheDirError, PieceCache
 from .examples import fake_inputs
 
 log = logging.getLogger("fxsplit")
@@ -70,7 +70,7 @@ class SizeJob:
     graph: bytes  # the pickled GraphModule, pickled once for all of its sizes
     signature: Signature
     fixed: dict[str, SizeKey]  # size symbol -> the size, or the range (lo, hi)
-    cache_root: str | None  # where the kernel libraries go (the fxsplit cache), if anywhere
+    cache_root: str | None  # the caller's fxsplit cache: the kernel libraries go there where it exists
     grad: bool  # the caller's grad mode: off, AOTAutograd compiles no backward
 
 
@@ -101,9 +101,15 @@ def warm_up(cache_root: str | None) -> None:
 
 
 def _compiler_context(cache_root: str | None) -> AbstractContextManager[Any]:
-    """The compiler context of the fxsplit cache at ``cache_root``; without one,
-    Inductor's own cache as the process has it."""
-    return PieceCache(Path(cache_root)).compiler_context() if cache_root else nullcontext()
+    """The compiler context of the fxsplit cache at ``cache_root`` where this machine
+    has that cache (a worker on another machine creates nothing at the caller's
+    path); otherwise Inductor's own cache as the process has it."""
+    if not cache_root:
+        return nullcontext()
+    try:
+        return PieceCache(Path(cache_root), create=False).compiler_context()
+    except (FileNotFoundError, NotACacheDirError):
+        return nullcontext()
 
 
 def _with_example_values(graph: GraphModule, fake_mode: Any, examples: list[Any]) -> None:
