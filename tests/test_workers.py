@@ -86,8 +86,9 @@ def test_a_warm_up_probes_the_cpu_into_the_cache_where_there_is_no_cuda(monkeypa
     seen = []
     monkeypatch.setattr(_compat, "probe_cpu", lambda: seen.append(os.environ["TORCHINDUCTOR_CACHE_DIR"]))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cache = PieceCache(tmp_path)  # the caller's, made before its workers start
     warm_up(str(tmp_path))
-    assert seen == [str(PieceCache(tmp_path).compiler_files())]
+    assert seen == [str(cache.compiler_files())]
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # pieces compile for the GPU: no probe
     warm_up(str(tmp_path))
     assert len(seen) == 1
