@@ -114,6 +114,21 @@ def test_started_workers_probe_the_cpu_before_any_graph(tmp_path):
     assert list(answers) == [_compat.isa_probe_machine()] and answers[_compat.isa_probe_machine()]
 
 
+def test_a_worker_whose_parent_exits_mid_job_ends_without_a_traceback():
+    # the parent exits while its worker still runs the initializer; the answer meets a closed pipe
+    script = (
+        "import worker_jobs\n"
+        "from fxsplit.compilation.workers import WorkerPool\n"
+        "WorkerPool(1, initializer=worker_jobs.nap, initargs=(3,))\n"
+        "import time; time.sleep(1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(worker_jobs.__file__).parent)}
+    # the worker holds the same stderr: run() returns once the worker has ended too
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+
+
 def test_workers_never_run_the_callers_script_again(tmp_path):
     # multiprocessing's spawn imports the caller's __main__ in each worker: a script without a
     # main guard would run once more per worker

@@ -37,3 +37,10 @@ def remember(value: str) -> None:
 
 def remembered() -> list[str]:
     return _remembered
+
+
+def nap(seconds: float) -> None:
+    """An initializer still running when its parent exits."""
+    import time
+
+    time.sleep(seconds)

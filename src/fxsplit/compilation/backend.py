@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from .compilers import Compiler, resolve_compiler
 from .dedup import digest, persistent_key, piece_key, piece_structure
 from .dump import readable_code, write_dump
 from .examples import describe, fake_inputs
+from .graph_bytes import graph_to_bytes
 from .report import CompileReport, PieceRow, Progress, Specialisation
 from .workers import CompileWorkers, SizeJob, WorkerDied, compile_size, default_workers, shared_pool
 
@@ -111,7 +111,8 @@ class PiecewiseBackend:
             CUDA device: elsewhere it is refused with a clear error. Padding assumes
             that compute pieces treat tokens independently, as a decoder's do
             between attention calls.
-        cudagraph_sizes: the token counts to capture, such as ``[1, 2, 4, 8]``.
+        cudagraph_sizes: the token counts to capture, such as ``[1, 2, 4, 8]``; without
+            ``cudagraph`` a ValueError (it would do nothing).
         cudagraph_debug: check at each replay that no weight has moved.
         dedup: share compiled artifacts between structurally identical pieces.
         cache_dir: where to keep compiled pieces between processes (Inductor only):
@@ -167,7 +168,7 @@ class PiecewiseBackend:
                 "executor"
             )
         self.compile_workers = compile_workers
-        self.cudagraph_sizes = check_mode(cudagraph, cudagraph_sizes)
+        self.cudagraph_sizes = check_mode(cudagraph, cudagraph_sizes, cudagraph_debug)
         self.cudagraph_debug = cudagraph_debug
         self._graph_device: GraphDevice | None = CudaDevice() if cudagraph is not None else None
         root = cache_root(cache_dir)
@@ -367,7 +368,7 @@ class PiecewiseBackend:
         executor = self._workers(submitted + len(jobs))
         if executor is None or not jobs:
             return work
-        graph = pickle.dumps(item.graph)  # here, not in the executor's thread, while this one compiles the graph
+        graph = graph_to_bytes(item.graph)  # here, not in the executor's thread, while this one compiles the graph
         root, grad = self._cache_root, torch.is_grad_enabled()
         for w in jobs:
             w.submitted = time.perf_counter()

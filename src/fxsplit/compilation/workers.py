@@ -25,6 +25,7 @@ import logging
 import os
 import pickle
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -46,6 +47,7 @@ from ..runtime.signature import Signature
 from ..runtime.sizes import SizeKey
 from .cache import NotACacheDirError, PieceCache
 from .examples import fake_inputs
+from .graph_bytes import graph_from_bytes
 
 log = logging.getLogger("fxsplit")
 
@@ -67,7 +69,7 @@ class SizeJob:
     """One piece compiled for one size, as plain data that pickles."""
 
     piece: str
-    graph: bytes  # the pickled GraphModule, pickled once for all of its sizes
+    graph: bytes  # the piece's graph (graph_to_bytes), made once for all of its sizes
     signature: Signature
     fixed: dict[str, SizeKey]  # size symbol -> the size, or the range (lo, hi)
     cache_root: str | None  # the caller's fxsplit cache: the kernel libraries go there where it exists
@@ -82,7 +84,7 @@ def compile_size(job: SizeJob) -> bytes:
     if store is None or store.compile_with is None or made is None:
         raise RuntimeError("this torch cannot compile a piece outside Dynamo (no standalone_compile with fake_mode)")
     fake_mode, examples = made
-    graph = pickle.loads(job.graph)
+    graph = graph_from_bytes(job.graph)
     _with_example_values(graph, fake_mode, examples)
     with _compiler_context(job.cache_root), torch.set_grad_enabled(job.grad):
         return store.serialize(store.compile_with(graph, examples, fake_mode))
@@ -114,7 +116,7 @@ def _compiler_context(cache_root: str | None) -> AbstractContextManager[Any]:
 
 def _with_example_values(graph: GraphModule, fake_mode: Any, examples: list[Any]) -> None:
     """Give each node the fake value Dynamo would have recorded (``example_value``):
-    a pickled graph has none, and AOTAutograd's cache, without which a compiled piece
+    a shipped graph has none, and AOTAutograd's cache, without which a compiled piece
     cannot be saved as bytes, refuses a method call on a value it knows nothing of."""
     FakeTensorProp(graph, fake_mode).propagate_dont_convert_inputs(*examples)
     for node in graph.graph.nodes:
@@ -271,7 +273,10 @@ def _name(fn: Callable[..., Any]) -> str:
 
 
 def _send(stream: IO[bytes], data: bytes) -> None:
-    stream.write(struct.pack("<Q", len(data)) + data)
+    message = memoryview(struct.pack("<Q", len(data)) + data)
+    while message:  # an unbuffered stream may take part of it
+        written = stream.write(message)
+        message = message[len(message) if written is None else written :]
     stream.flush()
 
 
@@ -287,8 +292,16 @@ def _receive(stream: IO[bytes]) -> bytes:
 
 
 def _worker_main() -> None:
-    """A worker: answers each pickled ``(fn, args)`` on stdin with ``(ok, value)``."""
-    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    """A worker: answers each pickled ``(fn, args)`` on stdin with ``(ok, value)``.
+
+    It ends quietly when its parent goes away: at the end of its requests, or when
+    the pipe it answers on is closed (the parent exited while a job ran). Ctrl-C in a
+    terminal reaches the whole process group; the parent decides what stops, so a
+    worker ignores it.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # unbuffered: an answer the closed pipe refused leaves nothing to flush at exit
+    requests, answers = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what a job prints must not reach the pipe
     while True:
         try:
@@ -303,7 +316,10 @@ def _worker_main() -> None:
             data = pickle.dumps(answer)
         except Exception as error:
             data = pickle.dumps((False, f"the result cannot be pickled: {type(error).__name__}: {error}"))
-        _send(answers, data)
+        try:
+            _send(answers, data)
+        except BrokenPipeError:
+            return
 
 
 _shared: WorkerPool | None = None

@@ -38,7 +38,7 @@ def packet_name(packet: OpOverloadPacket) -> str:
     return f"{namespace}::{name}"
 
 
-def _overload_name(op: OpOverload) -> str:
+def overload_name(op: OpOverload) -> str:
     """``ns::op.overload``, with ``.default`` spelled out (``OpOverload.name()`` omits it)."""
     name = op.name()
     return name if "." in name.partition("::")[2] else f"{name}.default"
@@ -93,7 +93,7 @@ class OpMatcher:
                 return True
             if isinstance(target, OpOverload):
                 if (
-                    _overload_name(target) in self.overload_names
+                    overload_name(target) in self.overload_names
                     or packet_name(target.overloadpacket) in self.packet_names
                 ):
                     return True
@@ -132,11 +132,11 @@ def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
             spec = _resolve_name(spec)
         if isinstance(spec, OpOverload):
             m.targets.add(spec)
-            m.overload_names.add(_overload_name(spec))
+            m.overload_names.add(overload_name(spec))
             # A packet call can only dispatch to this overload if it is the only one.
             if len(spec.overloadpacket.overloads()) == 1:
                 m.targets.add(spec.overloadpacket)
-            m.described.append(_overload_name(spec))
+            m.described.append(overload_name(spec))
         elif isinstance(spec, OpOverloadPacket):
             m.targets.add(spec)
             m.packet_names.add(packet_name(spec))
