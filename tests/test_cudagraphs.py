@@ -149,6 +149,13 @@ def test_without_a_cuda_device_cudagraphs_are_refused_with_the_fix():
         fxsplit.PiecewiseBackend(cudagraph="breakable", cudagraph_sizes=[1, 2])
 
 
+def test_a_cudagraph_option_without_the_mode_is_refused_as_doing_nothing():
+    with pytest.raises(ValueError, match=r"cudagraph_sizes=\[2, 4\] does nothing without cudagraph='piecewise'"):
+        fxsplit.PiecewiseBackend(cudagraph_sizes=[4, 2])
+    with pytest.raises(ValueError, match="cudagraph_debug=True does nothing without cudagraph='piecewise'"):
+        fxsplit.PiecewiseBackend(cudagraph_debug=True)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_a_gpu_outputs_equal_eager_and_replays_do_not_allocate():
     torch.manual_seed(0)

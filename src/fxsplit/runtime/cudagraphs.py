@@ -75,11 +75,19 @@ class CudaDevice:
         torch.cuda.synchronize()
 
 
-def check_mode(mode: str | None, sizes: Iterable[int]) -> tuple[int, ...]:
+def check_mode(mode: str | None, sizes: Iterable[int], debug: bool = False) -> tuple[int, ...]:
     """The capture sizes, sorted, for ``cudagraph=mode``; a clear error where CUDA
-    graphs cannot run (no CUDA device) or the mode is not one fxsplit has."""
+    graphs cannot run (no CUDA device), the mode is not one fxsplit has, or a CUDA-graph
+    option is given without a mode (it would do nothing)."""
     capture_sizes = tuple(sorted({int(s) for s in sizes}))
     if mode is None:
+        given = [f"cudagraph_sizes={list(capture_sizes)}"] if capture_sizes else []
+        given += ["cudagraph_debug=True"] if debug else []
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} does nothing without cudagraph='piecewise' (CUDA graphs are off by "
+                f"default): pass cudagraph='piecewise' on a CUDA device, or leave {' and '.join(given)} out"
+            )
         return capture_sizes
     if mode not in MODES:
         raise ValueError(
