@@ -460,3 +460,19 @@ def test_a_modules_own_hooks_are_seen_and_assumed_where_torch_keeps_them_elsewhe
     handle.remove()
     monkeypatch.delattr(module, "_forward_pre_hooks")
     assert _compat.has_own_hooks(module)
+
+
+def test_the_global_state_dynamo_guards_from_torch_or_its_public_settings(monkeypatch):
+    threads = torch.get_num_threads()
+    for hidden in ((), ("GlobalStateGuard",)):
+        hide(monkeypatch, *hidden)
+        state = _compat.global_state()
+        assert state["num_threads"] == threads and state["grad_mode"] is True
+        try:
+            torch.set_num_threads(threads + 1)
+            assert _compat.global_state()["num_threads"] == threads + 1
+        finally:
+            torch.set_num_threads(threads)
+        with torch.no_grad():
+            assert _compat.global_state()["grad_mode"] is False
+    assert "GlobalStateGuard" not in str(_compat.global_state())

@@ -159,6 +159,13 @@ def check(model: Scaled, compiled: fxsplit.CompiledModel) -> None:
         torch.testing.assert_close(compiled(x), model(x))
 
 
+def test_a_compile_reports_its_stages(tmp_path):
+    _, compiled = compiled_scaled(tmp_path)
+    report = compiled.report
+    assert list(report.stages) == ["trace", "split", "compile", "save"]
+    assert report.stages["compile"] == report.compile_seconds and report.stages["trace"] > 0
+
+
 def test_an_intact_artifact_loads(cache):
     model, compiled = compiled_scaled(cache)
     assert compiled.report.origin == "loaded" and compiled.report.compiler_calls == 0
@@ -199,6 +206,21 @@ def test_an_unusable_artifact_is_reported_compiled_again_and_replaced(cache, cap
     check(model, compiled)
     (replaced,) = model_entries(cache)
     assert compiled_scaled(cache)[1].report.origin == "loaded"
+
+
+def test_each_thread_count_has_a_saved_model_of_its_own(cache, caplog):
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        with caplog.at_level(logging.WARNING, logger="fxsplit"):
+            model, other = compiled_scaled(cache)
+        assert other.report.origin == "compiled" and "not usable" not in caplog.text
+        check(model, other)
+        assert compiled_scaled(cache)[1].report.origin == "loaded"
+    finally:
+        torch.set_num_threads(threads)
+    assert compiled_scaled(cache)[1].report.origin == "loaded"  # the first thread count's, still there
+    assert len(model_entries(cache)) == 2
 
 
 def test_guards_that_fail_at_load_mean_a_compile(cache, caplog):
@@ -265,11 +287,16 @@ def test_a_model_returning_what_cannot_be_saved_runs_through_torch_compile(tmp_p
     torch.manual_seed(0)
     llama = hf_llama(2).eval()
     ids = torch.randint(0, 128, (2, 6))
-    with torch.no_grad(), pytest.warns(UserWarning, match="the model returns DynamicCache"):
+    with torch.no_grad(), pytest.warns(UserWarning, match=r"the model returns DynamicCache.*use_cache=False"):
         compiled = fxsplit.compile(llama, example_kwargs={"input_ids": ids, "use_cache": True}, cache_dir=tmp_path)
         out = compiled(input_ids=ids, use_cache=True)
         torch.testing.assert_close(out.logits, llama(input_ids=ids, use_cache=True).logits)
     assert model_entries(tmp_path) == []
+    # what the first call compiled, as it did it
+    report = compiled.report
+    assert report.origin == "compiled" and report.pieces == 5 and report.compiler_calls >= 3
+    assert set(report.stages) == {"setup", "first call (trace, compile and run)"}
+    assert report.stages["first call (trace, compile and run)"] > report.compile_seconds > 0
 
 
 def test_the_key_holds_what_decides_the_compiled_code():
@@ -292,6 +319,12 @@ def test_the_key_holds_what_decides_the_compiled_code():
     assert key(dynamic=False) != base
     with torch.no_grad():
         assert key() != base
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)  # Dynamo's global-state guard checks it
+        assert key() != base
+    finally:
+        torch.set_num_threads(threads)
     bigger = Scaled()
     bigger.proj = torch.nn.Linear(8, 8, bias=False)
     assert key(model=bigger) != base

@@ -18,6 +18,7 @@ import pickle
 import platform
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -599,3 +600,50 @@ def guard_failure(function: Any, args: tuple[Any, ...]) -> str:
     if verbose is None:
         return "the reason is not available on this torch"
     return str(getattr(verbose(function.prepare_f_locals(*args)), "verbose_code_parts", "")) or "unknown"
+
+
+def global_state() -> dict[str, Any]:
+    """The global settings that Dynamo's ``GLOBAL_STATE`` guard checks (grad mode,
+    autocast, torch threads, default dtype, deterministic algorithms, TF32 and reduced
+    precision reductions), as torch itself records them where it can say; else the
+    same settings read through their public functions."""
+    guard = _private("torch._C._dynamo.guards", "GlobalStateGuard")
+    if guard is not None:
+        try:
+            state = json.loads(guard().__getstate__())
+        except (TypeError, ValueError, AttributeError):
+            state = None
+        if isinstance(state, dict):
+            return state
+    matmul = torch.backends.cuda.matmul
+    return {
+        "grad_mode": torch.is_grad_enabled(),
+        "num_threads": torch.get_num_threads(),
+        "default_dtype": str(torch.get_default_dtype()),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_algorithms_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "allow_tf32": matmul.allow_tf32,
+        "allow_fp16_reduce": matmul.allow_fp16_reduced_precision_reduction,
+        "allow_bf16_reduce": matmul.allow_bf16_reduced_precision_reduction,
+    }
+
+
+def op_module(qualname: str) -> str | None:
+    """The module whose import registers the custom op ``ns::op`` (one defined with
+    ``torch.library.custom_op``), where torch can say; else None."""
+    opdefs = _private("torch._library.custom_ops", "OPDEFS")
+    opdef = opdefs.get(qualname) if isinstance(opdefs, MutableMapping) else None
+    module = getattr(getattr(opdef, "_init_fn", None), "__module__", None)
+    return module if isinstance(module, str) else None
+
+
+def dynamo_trace_seconds() -> float | None:
+    """How long Dynamo has been compiling the frame whose graph a backend now gets (its
+    bytecode trace, mostly), where torch says; None outside Dynamo's compile."""
+    metrics_context = _private("torch._dynamo.utils", "get_metrics_context")
+    context = metrics_context() if metrics_context is not None else None
+    start = getattr(context, "_start_time_ns", None)
+    in_progress = getattr(context, "in_progress", None)
+    if isinstance(start, int) and start > 0 and callable(in_progress) and in_progress():
+        return (time.time_ns() - start) / 1e9
+    return None

@@ -138,7 +138,7 @@ class CompiledModel:
         load_only: bool = False,
     ) -> None:
         self.model = model
-        self.report = report
+        self._report = report
         self._function = function
         self._spec = spec
         self._backend = backend
@@ -146,6 +146,16 @@ class CompiledModel:
         self._load_only = load_only
         self._fallback: Callable[..., Any] | None = None
         self.fallback_calls = 0
+
+    @property
+    def report(self) -> CompileReport:
+        """What was compiled or loaded. A model that could not be saved compiles on its
+        first call, through torch.compile: its report is the backend's, as it stands."""
+        if self._function is not None:
+            return self._report
+        report = self._backend.report
+        report.origin, report.stages = self._report.origin, self._report.stages
+        return report
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         function = self._function
@@ -173,7 +183,12 @@ class CompiledModel:
                 )
             self._fallback = torch.compile(_flat_call, backend=self._backend, dynamic=self._dynamic)
         self.fallback_calls += 1
-        return self._fallback(self.model, args, kwargs)
+        if self._function is not None or self.fallback_calls > 1:
+            return self._fallback(self.model, args, kwargs)
+        started = time.perf_counter()
+        leaves = self._fallback(self.model, args, kwargs)
+        self._report.stages["first call (trace, compile and run)"] = time.perf_counter() - started
+        return leaves
 
 
 def _flat_call(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -216,6 +231,8 @@ def artifact_key(
         "dynamic": dynamic,
         "grad": torch.is_grad_enabled(),
         "autocast": autocast,
+        # everything Dynamo's global-state guard checks, torch's thread count among them: one entry each
+        "global_state": _compat.global_state(),
     }
     return hashlib.sha256(("model:" + json.dumps(parts, sort_keys=True)).encode()).hexdigest()
 
@@ -235,9 +252,14 @@ def _compile(
     unsaveable = [type(v).__name__ for v in leaves if not isinstance(v, (torch.Tensor, int, float, bool, type(None)))]
     if aot is None or unsaveable:
         why = "this torch has no ahead-of-time compile" if aot is None else f"the model returns {unsaveable[0]}"
+        fix = (
+            "; have it return tensors (a HuggingFace model: call it with use_cache=False) to save it"
+            if unsaveable
+            else ""
+        )
         warnings.warn(
             f"fxsplit.compile cannot save this model ({why}); it is compiled with torch.compile and fxsplit's "
-            f"backend instead, and its pieces are cached, but each process traces it again",
+            f"backend on its first call instead, and its pieces are cached, but each process traces it again{fix}",
             stacklevel=3,
         )
         return _in_memory(model, backend, spec, dynamic, started)
@@ -265,7 +287,13 @@ def _compile(
                 raise
     report = backend.report
     report.origin = "compiled"
-    report.stages["trace and compile"] = time.perf_counter() - started
+    backend_seconds = report.split_seconds + report.compile_seconds
+    # Dynamo's trace is what the whole took less the backend's split and compile
+    report.stages.update(
+        trace=time.perf_counter() - started - backend_seconds,
+        split=report.split_seconds,
+        compile=report.compile_seconds,
+    )
     if cache is not None:
         saving = time.perf_counter()
         _save(function, aot, spec, report, cache, key, f"{type(model).__module__}.{type(model).__qualname__}")
@@ -278,10 +306,9 @@ def _in_memory(
     model: torch.nn.Module, backend: PiecewiseBackend, spec: Any, dynamic: bool, started: float
 ) -> CompiledModel:
     """A model run through torch.compile with fxsplit's backend, for what cannot be saved."""
-    compiled = CompiledModel(model, None, spec, backend.report, backend, dynamic)
-    compiled.report.origin = "compiled"
-    compiled.report.stages["setup"] = time.perf_counter() - started
-    return compiled
+    report = CompileReport(compiler=backend.compiler_name, origin="compiled")
+    report.stages["setup"] = time.perf_counter() - started
+    return CompiledModel(model, None, spec, report, backend, dynamic)
 
 
 def _serializable_guards(guards: Sequence[Any]) -> list[bool]:
