@@ -7,12 +7,14 @@ constant), and each such tensor becomes an attribute, which Inductor then takes 
 one more input. A version compiled from it would not take the arguments that the
 general version takes. So a job ships the nodes themselves: op, name, target,
 arguments (nodes by name) and the module attributes that ``get_attr`` and
-``call_module`` nodes read; ops are named, as the pickle module cannot pickle them.
+``call_module`` nodes read; ops are named, as the pickle module cannot pickle them,
+with the module that registers a custom op, for a worker that has not imported it.
 Node ``meta`` is left out: the worker records fake values of its own.
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import pickle
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 import torch
 from torch import fx
 
+from .. import _compat
 from .._compat import OpOverload, OpOverloadPacket
 from ..split.ops import overload_name, packet_name
 
@@ -36,20 +39,38 @@ class _NodeRef:
         return _NodeRef, (self.name,)
 
 
-def _op(name: str) -> Any:
-    """The op ``ns::op`` or ``ns::op.overload``."""
+def _op(name: str, module: str | None) -> Any:
+    """The op ``ns::op`` or ``ns::op.overload``, registered first by importing
+    ``module`` where this process does not have it yet (a model's custom op, such as
+    transformers' MoE kernels, exists only once its module is imported)."""
+    op = _registered(name)
+    if op is None and module is not None:
+        importlib.import_module(module)
+        op = _registered(name)
+    if op is None:
+        raise RuntimeError(
+            f"the op {name} is not registered in this process; import the module that registers it "
+            f"(torch.library) where the compile job runs"
+        )
+    return op
+
+
+def _registered(name: str) -> Any:
     namespace, _, rest = name.partition("::")
     op, _, overload = rest.partition(".")
-    packet = getattr(getattr(torch.ops, namespace), op)
-    return getattr(packet, overload) if overload else packet
+    try:
+        packet = getattr(getattr(torch.ops, namespace), op)
+        return getattr(packet, overload) if overload else packet
+    except AttributeError:
+        return None
 
 
 class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, OpOverload):
-            return _op, (overload_name(obj),)
+            return _op, (overload_name(obj), _compat.op_module(packet_name(obj.overloadpacket)))
         if isinstance(obj, OpOverloadPacket):
-            return _op, (packet_name(obj),)
+            return _op, (packet_name(obj), _compat.op_module(packet_name(obj)))
         return NotImplemented
 
 
