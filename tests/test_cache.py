@@ -94,8 +94,25 @@ def test_group_writable_directory_is_refused_with_the_fix(tmp_path):
     root = tmp_path / "shared"
     root.mkdir()
     root.chmod(0o775)
-    with pytest.raises(UnsafeCacheDirError, match=r"writable by group or others \(mode 775\).*chmod go-w"):
+    # not fxsplit's: no advice to change its permissions, only to name another
+    with pytest.raises(UnsafeCacheDirError, match=r"writable by group or others \(mode 775\)") as refused:
         PieceCache(root)
+    assert "chmod" not in str(refused.value) and "--dir" in str(refused.value)
+    assert not (root / MARKER).exists()
+    ours = tmp_path / "ours"
+    PieceCache(ours)
+    ours.chmod(0o775)  # fxsplit's own cache, opened up since
+    with pytest.raises(UnsafeCacheDirError, match=r"run `chmod go-w .*ours` \(fxsplit made it\)"):
+        PieceCache(ours)
+
+
+def test_a_directory_that_is_not_a_cache_is_named_so_before_its_permissions(tmp_path):
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    (shared / "someone-elses.txt").write_text("x")
+    shared.chmod(0o1777)  # as /tmp is
+    with pytest.raises(NotACacheDirError, match="is not an fxsplit cache"):
+        PieceCache(shared, create=False)
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to give the directory away")

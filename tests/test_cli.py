@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fxsplit.compilation.cache import PieceCache
 from fxsplit.tools import cli
 
 
@@ -62,8 +63,19 @@ def test_compile_targets_are_judged_from_the_results():
     assert checks == {
         "fxsplit at 28 layers <= 1.3x fxsplit at 2": True,
         "fxsplit at 28 layers <= 0.3x whole-graph inductor": True,
-        "steady forward at 28 layers within 1.1x of whole-graph": True,
+        "steady forward at 28 layers <= 1.1x whole-graph": True,
     }
+
+
+def test_a_missed_target_never_prints_a_figure_that_reads_as_met():
+    from fxsplit.tools.targets import ratio_check
+
+    assert ratio_check("28 layers: split_graph", 0.2504, 0.25, "lazy split_module") == (
+        "28 layers: split_graph <= 0.25x lazy split_module (0.2504x)",
+        False,
+    )
+    assert ratio_check("x", 0.2496, 0.25, "y") == ("x <= 0.25x y (0.25x)", True)
+    assert ratio_check("x", 0.31, 0.25, "y") == ("x <= 0.25x y (0.31x)", False)
 
 
 def test_warm_targets_are_judged_from_the_results():
@@ -229,9 +241,94 @@ def test_help_names_every_default_cache_place(capsys):
     assert "$FXSPLIT_CACHE_DIR, else $XDG_CACHE_HOME/fxsplit, else ~/.cache/fxsplit" in text
 
 
-def test_inspect_prints_the_split_graph_right_after_its_heading(capsys):
+def test_inspect_prints_the_split_graph_on_request_right_after_its_heading(capsys):
     assert cli.main(["inspect", "--layers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "def forward(" not in out and "--graph prints the split graph" in out
+    assert max(len(line) for line in out.splitlines()) < 200
+    assert cli.main(["inspect", "--layers", "1", "--graph"]) == 0
     assert "\nsplit graph:\ndef forward(" in capsys.readouterr().out
+
+
+def test_inspect_says_what_its_hash_covers(capsys):
+    assert cli.main(["inspect", "--layers", "1"]) == 0
+    assert "hash: what the piece computes and how its inputs look" in capsys.readouterr().out
+
+
+def test_cache_info_on_a_shared_directory_says_it_is_not_a_cache_and_advises_no_chmod(tmp_path, capsys):
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    (shared / "someone-elses.txt").write_text("x")
+    shared.chmod(0o1777)  # as /tmp is
+    assert cli.main(["cache", "info", "--dir", str(shared)]) == 1
+    err = capsys.readouterr().err
+    assert "is not an fxsplit cache" in err and "--dir" in err and "chmod" not in err
+
+
+def test_cache_info_shows_a_cache_fxsplit_would_not_load_from_with_a_note(tmp_path, capsys):
+    root = tmp_path / "cache"
+    PieceCache(root)
+    root.chmod(0o775)
+    assert cli.main(["cache", "info", "--dir", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "0 entries" in captured.out
+    assert "writable by group or others" in captured.err and "does not load" in captured.err
+
+
+def test_cache_help_describes_info_and_clear(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["cache", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "info: where the cache is" in text and "clear: remove every entry fxsplit made there" in text
+
+
+def test_a_model_factory_that_is_not_callable_is_one_line(tmp_path):
+    (tmp_path / "mymodel.py").write_text("not_callable = 3\n")
+    done = run_cli("inspect", "--model", "mymodel:not_callable", cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "fxsplit: --model 'mymodel:not_callable' names a int, not a function; give a function that returns "
+        "(model, example_inputs)"
+    ]
+
+
+SDPA_MODEL = """
+import torch
+import torch.nn.functional as F
+
+
+class Attention(torch.nn.Module):
+    def forward(self, x):
+        q = x.view(1, 1, *x.shape)
+        return F.scaled_dot_product_attention(q, q, q).view(x.shape).relu() + 1
+
+
+def factory():
+    return Attention(), (torch.randn(8, 16),)
+"""
+
+
+@pytest.mark.parametrize(
+    "op", ["aten::scaled_dot_product_attention", "torch.nn.functional.scaled_dot_product_attention"]
+)
+def test_splitting_ops_by_aten_name_or_python_name_split_a_call_of_the_function(tmp_path, op):
+    (tmp_path / "sdpa_model.py").write_text(SDPA_MODEL)
+    done = run_cli("inspect", "--model", "sdpa_model:factory", "--json", "--splitting-ops", op, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    kinds = [piece["kind"] for piece in json.loads(done.stdout)["pieces"]]
+    assert kinds == ["compute", "splitting", "compute"]
+
+
+def test_a_splitting_op_that_is_neither_an_op_nor_a_function_is_one_line(capsys):
+    assert cli.main(["inspect", "--splitting-ops", "torch.nn.functional.no_such_thing"]) == 2
+    assert "is neither an op name ('namespace::op[.overload]') nor a Python function" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("modes", [["--warm", "--steady"], ["--compile", "--warm"], ["--compile", "--steady"]])
+def test_bench_modes_are_one_at_a_time(modes, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", *modes])
+    assert exited.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
 
 
 def test_the_backend_name_works_without_importing_fxsplit():

@@ -39,6 +39,13 @@ def call(target) -> Node:
         (F.silu, torch._C._nn.silu, True),
         (F.silu, torch.relu, False),
         (torch.relu, torch.relu, True),
+        # an aten op by name also matches the torch function Dynamo records for a call of it
+        ("aten::scaled_dot_product_attention", torch._C._nn.scaled_dot_product_attention, True),
+        ("aten::scaled_dot_product_attention.default", torch._C._nn.scaled_dot_product_attention, True),
+        (aten.silu, torch._C._nn.silu, True),
+        ("aten::relu", torch.relu, True),
+        ("aten::add.Tensor", torch.add, False),  # torch.add may dispatch to another overload
+        ("aten::relu", torch.sigmoid, False),
     ],
 )
 def test_specs_match_the_targets_graphs_record(spec, target, expected):

@@ -105,44 +105,59 @@ class PieceCache:
     """Compiled artifacts by key, under ``root``."""
 
     def __init__(
-        self, root: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_BYTES, *, create: bool = True
+        self,
+        root: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        *,
+        create: bool = True,
+        loads: bool = True,
     ) -> None:
         """The cache at ``root``, made (and marked) there if needed; with
         ``create=False`` nothing is written, and a missing or empty ``root`` is a
-        ``FileNotFoundError``."""
+        ``FileNotFoundError``. A directory that is not an fxsplit cache is refused
+        first (:class:`NotACacheDirError`); then, where artifacts will be loaded
+        from it (``loads``), one that someone else could write
+        (:class:`UnsafeCacheDirError`)."""
         self.root = Path(root)
         self.max_bytes = max_bytes
         if create:
             self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         elif not self.root.is_dir() or not any(self.root.iterdir()):
             raise FileNotFoundError(f"there is no fxsplit cache at {self.root}")
-        self._check_safe()
-        if (self.root / MARKER).is_file():
-            return
-        if (create and not any(self.root.iterdir())) or _is_legacy_cache(self.root):
-            if create:
-                (self.root / CACHEDIR_TAG).write_text(_TAG_TEXT)
-                (self.root / MARKER).write_text(_MARKER_TEXT)
-            return
-        raise NotACacheDirError(
-            f"{self.root} is not an fxsplit cache (it has no {MARKER} file) and is not empty; fxsplit neither "
-            f"uses nor clears such a directory: name a new or empty one (cache_dir=, --dir or FXSPLIT_CACHE_DIR)"
-        )
+        marked = (self.root / MARKER).is_file()
+        if not (marked or (create and not any(self.root.iterdir())) or _is_legacy_cache(self.root)):
+            raise NotACacheDirError(
+                f"{self.root} is not an fxsplit cache (it has no {MARKER} file) and is not empty; fxsplit neither "
+                f"uses nor clears such a directory: name a new or empty one (cache_dir= in Python, --dir on the "
+                f"command line, or FXSPLIT_CACHE_DIR)"
+            )
+        if loads:
+            self._check_safe(marked)
+        if create and not marked:
+            (self.root / CACHEDIR_TAG).write_text(_TAG_TEXT)
+            (self.root / MARKER).write_text(_MARKER_TEXT)
 
-    def _check_safe(self) -> None:
+    def unsafe_reason(self) -> str | None:
+        """Why artifacts must not be loaded from this directory, if they must not: it
+        belongs to someone else, or group or others can write it."""
         info = self.root.stat()
         if info.st_uid != os.getuid():
-            raise UnsafeCacheDirError(
-                f"refusing to use fxsplit cache {self.root}: it belongs to uid {info.st_uid}, not you, and loading "
-                f"a cached artifact runs its code; pass cache_dir= a directory of your own, or set "
-                f"FXSPLIT_DISABLE_CACHE=1"
-            )
+            return f"it belongs to uid {info.st_uid}, not you"
         if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-            raise UnsafeCacheDirError(
-                f"refusing to use fxsplit cache {self.root}: it is writable by group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):o}), and loading a cached artifact runs its code; "
-                f"run `chmod go-w {self.root}`, or pass cache_dir= a directory only you can write"
-            )
+            return f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+        return None
+
+    def _check_safe(self, marked: bool) -> None:
+        reason = self.unsafe_reason()
+        if reason is None:
+            return
+        # only a directory that is fxsplit's own gets advice on its permissions
+        fix = f"run `chmod go-w {self.root}` (fxsplit made it), or name" if marked and "mode" in reason else "name"
+        raise UnsafeCacheDirError(
+            f"refusing to use fxsplit cache {self.root}: {reason}, and loading a cached artifact runs its code; "
+            f"{fix} a directory of your own that only you can write (cache_dir= in Python, --dir on the command "
+            f"line, or FXSPLIT_CACHE_DIR), or set FXSPLIT_DISABLE_CACHE=1"
+        )
 
     def _entry(self, key: str) -> Path:
         return self.root / key[:2] / key

@@ -3,7 +3,10 @@
 Users name splitting ops the way they think of them; graphs record them the way the
 tracer saw them. A matcher is built once per split from any mix of:
 
-* op names, ``"ns::op"`` (every overload) or ``"ns::op.overload"``;
+* op names, ``"ns::op"`` (every overload) or ``"ns::op.overload"``; an aten op also
+  matches the torch function of its name that Dynamo records for it
+  (``aten::scaled_dot_product_attention`` matches a call of
+  ``F.scaled_dot_product_attention``), where it has only that overload;
 * ``OpOverload`` and ``OpOverloadPacket`` objects;
 * torch's Python callables, matched as Dynamo records them: a function of
   ``torch.nn.functional`` also matches the builtin of the same name it calls
@@ -72,6 +75,22 @@ def _aliases(fn: Callable[..., Any]) -> list[Callable[..., Any]]:
     return list(names)
 
 
+def _functions_of(packet: OpOverloadPacket) -> list[Callable[..., Any]]:
+    """The torch functions Dynamo may record instead of the aten op ``packet``, which
+    is what traced graphs record: ``aten::scaled_dot_product_attention`` is also the
+    builtin that ``F.scaled_dot_product_attention`` calls."""
+    namespace, _, name = packet_name(packet).partition("::")
+    if namespace != "aten":
+        return []
+    functional = getattr(torch.nn.functional, name, None)
+    found = _aliases(functional) if isinstance(functional, types.FunctionType) else []
+    for home in _compat.builtin_homes():
+        builtin = getattr(home, name, None)
+        if isinstance(builtin, types.BuiltinFunctionType):
+            found.append(builtin)
+    return found
+
+
 def _is_torch_callable(fn: Any) -> bool:
     return isinstance(fn, types.BuiltinFunctionType) or str(getattr(fn, "__module__", "")).startswith("torch")
 
@@ -133,12 +152,14 @@ def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
         if isinstance(spec, OpOverload):
             m.targets.add(spec)
             m.overload_names.add(overload_name(spec))
-            # A packet call can only dispatch to this overload if it is the only one.
+            # A packet call, or a torch function, can only dispatch to this overload if it is the only one.
             if len(spec.overloadpacket.overloads()) == 1:
                 m.targets.add(spec.overloadpacket)
+                m.targets.update(_functions_of(spec.overloadpacket))
             m.described.append(overload_name(spec))
         elif isinstance(spec, OpOverloadPacket):
             m.targets.add(spec)
+            m.targets.update(_functions_of(spec))
             m.packet_names.add(packet_name(spec))
             m.described.append(packet_name(spec))
         elif callable(spec) and _is_torch_callable(spec):

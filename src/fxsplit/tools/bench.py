@@ -28,7 +28,7 @@ from ..split.ops import matcher
 from ..split.splitters import _assign_pieces, split_graph, split_module
 from . import models
 from .capture import capture_graph
-from .targets import Check
+from .targets import Check, ratio_check
 
 SPLIT_OPS = [models.ATTENTION_OP_NAME]
 REFERENCE = "fxsplit.split_graph"
@@ -165,27 +165,10 @@ def target_checks(results: Sequence[DepthResult]) -> list[Check]:
         drop_in = ms(r, "fxsplit.split_module")
         assert ours is not None and lazy is not None and drop_in is not None and ours_call is not None
         if simple is not None and simple_call is not None:
-            checks.append(
-                (
-                    f"{r.layers} layers: split_graph <= 0.5x split_module_simple ({ours / simple:.2f}x)",
-                    ours <= 0.5 * simple,
-                )
-            )
-            checks.append(
-                (
-                    f"{r.layers} layers: split+first call <= 0.5x simple's ({ours_call / simple_call:.2f}x)",
-                    ours_call <= 0.5 * simple_call,
-                )
-            )
-        checks.append(
-            (f"{r.layers} layers: split_graph <= 0.25x lazy split_module ({ours / lazy:.2f}x)", ours <= 0.25 * lazy)
-        )
-        checks.append(
-            (
-                f"{r.layers} layers: fxsplit.split_module <= 0.5x lazy split_module ({drop_in / lazy:.2f}x)",
-                drop_in <= 0.5 * lazy,
-            )
-        )
+            checks.append(ratio_check(f"{r.layers} layers: split_graph", ours / simple, 0.5, "split_module_simple"))
+            checks.append(ratio_check(f"{r.layers} layers: split+first call", ours_call / simple_call, 0.5, "simple's"))
+        checks.append(ratio_check(f"{r.layers} layers: split_graph", ours / lazy, 0.25, "lazy split_module"))
+        checks.append(ratio_check(f"{r.layers} layers: fxsplit.split_module", drop_in / lazy, 0.5, "lazy split_module"))
     depths = {r.layers: r for r in results}
     if 8 in depths and 128 in depths:
         per_node = {d: depths[d].variant(REFERENCE).split_min_ms / depths[d].nodes for d in depths}  # type: ignore[union-attr]

@@ -147,9 +147,41 @@ def _load_factory(spec: str) -> Any:
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
-        return getattr(importlib.import_module(module_name), attribute)
+        factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise UsageError(f"cannot load --model {spec!r}: {error}") from None
+    if not callable(factory):
+        raise UsageError(
+            f"--model {spec!r} names a {type(factory).__name__}, not a function; give a function that returns "
+            f"(model, example_inputs)"
+        )
+    return factory
+
+
+def _splitting_ops(names: list[str]) -> list[Any]:
+    """``--splitting-ops`` as the Python API takes them: op names (``ns::op``) stay
+    names; a dotted Python name (``torch.nn.functional.scaled_dot_product_attention``)
+    is looked up; an unknown op fails here, before the model is built."""
+    from ..split.ops import matcher
+
+    ops: list[Any] = []
+    for name in names:
+        if "::" in name:
+            ops.append(name)
+            continue
+        module_name, _, attribute = name.rpartition(".")
+        try:
+            ops.append(getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError, ValueError):
+            raise UsageError(
+                f"--splitting-ops: {name!r} is neither an op name ('namespace::op[.overload]') nor a Python "
+                f"function fxsplit can import (such as torch.nn.functional.scaled_dot_product_attention)"
+            ) from None
+    try:
+        matcher(ops)
+    except (ValueError, TypeError) as error:
+        raise UsageError(f"--splitting-ops: {error}") from None
+    return ops
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -159,16 +191,11 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from ..compilation.backend import DEFAULT_SPLITTING_OPS
     from ..compilation.dump import write_dump
-    from ..split.ops import matcher
     from ..split.splitters import split_graph
     from . import inspection, models
     from .capture import capture_graph
 
-    if args.splitting_ops:
-        try:
-            matcher(args.splitting_ops)  # an unknown op fails here, before the model is built
-        except ValueError as error:
-            raise UsageError(f"--splitting-ops: {error}") from None
+    splitting_ops = _splitting_ops(args.splitting_ops) if args.splitting_ops else None
     if args.model:
         built = _load_factory(args.model)()
         if not (isinstance(built, tuple) and len(built) == 2):
@@ -180,15 +207,18 @@ def _inspect(args: argparse.Namespace) -> int:
         default_ops = [models.ATTENTION_OP_NAME]
     with torch.no_grad():
         gm, _ = capture_graph(model, inputs)
-    split, items = split_graph(gm, args.splitting_ops or default_ops)
+    split, items = split_graph(gm, splitting_ops or default_ops)
     rows = inspection.describe(items)
     code = split.code.strip("\n")
     if args.json:
         print(json.dumps({"pieces": inspection.rows_as_dicts(rows), "split_graph": code}, indent=2))
     else:
         print(inspection.format_table(rows))
-        print("\nsplit graph:")
-        print(code)
+        if args.graph:
+            print("\nsplit graph:")
+            print(code)
+        else:
+            print("(--graph prints the split graph; --dump DIR writes it and each piece's code)")
     if args.dump:
         where = write_dump(args.dump, gm, split, items, {"pieces": inspection.rows_as_dicts(rows)})
         print(f"wrote {len(items) + 2} code files and report.json to {where}", file=sys.stderr)
@@ -204,7 +234,8 @@ def _cache(args: argparse.Namespace) -> int:
     if root is None:
         raise UsageError("the cache is disabled (FXSPLIT_DISABLE_CACHE=1); pass --dir to name one")
     try:
-        cache = PieceCache(root, create=False)
+        # listing loads nothing, so a cache that fxsplit would not load from can still be shown
+        cache = PieceCache(root, create=False, loads=args.action != "info")
     except FileNotFoundError:
         print(f"{root}: no fxsplit cache there")
         return 0
@@ -213,9 +244,12 @@ def _cache(args: argparse.Namespace) -> int:
         return 1
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {root}")
-    else:
-        info = cache.info()
-        print(f"{info.root}: {info.entries} entries, {info.bytes / 2**20:.1f} MiB")
+        return 0
+    info = cache.info()
+    print(f"{info.root}: {info.entries} entries, {info.bytes / 2**20:.1f} MiB")
+    unsafe = cache.unsafe_reason()
+    if unsafe is not None:
+        print(f"fxsplit: note: {unsafe}, so fxsplit does not load compiled pieces from it", file=sys.stderr)
     return 0
 
 
@@ -231,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_layer_list,
         help="decoder layers, or a comma-separated sweep (default 28; 2,8,28 with --compile)",
     )
-    bench.add_argument(
+    # one measurement a run: each mode times a different thing, in processes of its own
+    modes = bench.add_mutually_exclusive_group()
+    modes.add_argument(
         "--compile",
         action="store_true",
         help="cold Inductor compile time, whole-graph against piecewise, each in a fresh process and cache",
@@ -242,12 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="4,8,16,32",
         help="with --compile: cold start with these compile_sizes, in-process against worker processes (28 layers)",
     )
-    bench.add_argument(
+    modes.add_argument(
         "--warm",
         action="store_true",
         help="fxsplit.compile's cold start against warm ones from its saved model (default 28 layers)",
     )
-    bench.add_argument(
+    modes.add_argument(
         "--steady",
         action="store_true",
         help="steady-state forward at 2-512 tokens: fxsplit against eager and whole-graph inductor (default 28 layers)",
@@ -267,14 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument("--model", metavar="MODULE:FACTORY", help="a function returning (model, example_inputs)")
     inspect.add_argument(
-        "--splitting-ops", nargs="+", metavar="OP", help="op names to split at (default: the model's attention)"
+        "--splitting-ops",
+        nargs="+",
+        metavar="OP",
+        help="op names (ns::op[.overload]) or Python functions (torch.nn.functional.scaled_dot_product_attention) "
+        "to split at (default: the model's attention)",
     )
+    inspect.add_argument("--graph", action="store_true", help="print the split graph's code after the table")
     inspect.add_argument("--dump", metavar="DIR", help="write the graphs, each piece's code and report.json here")
     inspect.add_argument("--json", action="store_true", help="print machine-readable results")
     inspect.set_defaults(run=_inspect)
 
-    cache = commands.add_parser("cache", help="show or empty the cache of compiled pieces")
-    cache.add_argument("action", choices=["info", "clear"])
+    cache = commands.add_parser(
+        "cache",
+        help="show or empty the cache of compiled pieces",
+        description="info: where the cache is, its entries and size (it writes nothing); clear: remove every "
+        "entry fxsplit made there (it removes nothing else, and refuses a directory that is not an fxsplit cache)",
+    )
+    cache.add_argument("action", choices=["info", "clear"], help="info: show the cache; clear: empty it")
     cache.add_argument(
         "--dir",
         help="the cache directory (default: $FXSPLIT_CACHE_DIR, else $XDG_CACHE_HOME/fxsplit, else ~/.cache/fxsplit)",

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from .fresh import run_fresh
-from .targets import Check
+from .targets import Check, ratio_check
 
 MODES = ("inductor", "piecewise", "fxsplit")
 # wide enough that compute, not per-call overhead, dominates a forward, as in serving
@@ -110,12 +110,12 @@ def target_checks(results: Sequence[CompileResult]) -> list[Check]:
     shallow = by.get(("fxsplit", shallowest))
     if ours and shallow and deepest != shallowest:
         ratio = ours.cold_first_call_s / shallow.cold_first_call_s
-        checks.append((f"fxsplit at {deepest} layers <= 1.3x fxsplit at {shallowest} ({ratio:.2f}x)", ratio <= 1.3))
+        checks.append(ratio_check(f"fxsplit at {deepest} layers", ratio, 1.3, f"fxsplit at {shallowest}"))
     if ours and whole:
         ratio = ours.cold_first_call_s / whole.cold_first_call_s
-        checks.append((f"fxsplit at {deepest} layers <= 0.3x whole-graph inductor ({ratio:.2f}x)", ratio <= 0.3))
+        checks.append(ratio_check(f"fxsplit at {deepest} layers", ratio, 0.3, "whole-graph inductor"))
         ratio = ours.steady_forward_ms / whole.steady_forward_ms
-        checks.append((f"steady forward at {deepest} layers within 1.1x of whole-graph ({ratio:.2f}x)", ratio <= 1.1))
+        checks.append(ratio_check(f"steady forward at {deepest} layers", ratio, 1.1, "whole-graph"))
     return checks
 
 

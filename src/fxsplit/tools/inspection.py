@@ -6,7 +6,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..compilation.dedup import digest, piece_key, piece_structure
+from ..compilation.dedup import HASH_NOTE, digest, piece_key, piece_structure
 from ..split.lazy import node_count
 from ..split.splitters import SplitItem
 
@@ -66,6 +66,7 @@ def format_table(rows: Sequence[PieceInfo]) -> str:
     lines.append(
         f"{len(rows)} pieces: {len(compute)} compute ({distinct} distinct), {len(rows) - len(compute)} splitting"
     )
+    lines.append(HASH_NOTE)
     return "\n".join(lines)
 
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 from .compile_bench import MODEL_SIZES, TOKENS
 from .fresh import run_fresh
-from .targets import Check
+from .targets import Check, ratio_check
 
 RUNS = ("no sizes", "0 workers", "workers")
 
@@ -97,7 +97,7 @@ def target_checks(results: Sequence[SizesResult]) -> list[Check]:
     sizes = len(workers.at_size_s)
     later = sum(r.later_compiler_calls for r in results)
     return [
-        (f"{sizes} sizes: default workers <= 0.7x in-process ({ratio:.2f}x)", ratio <= 0.7),
+        ratio_check(f"{sizes} sizes: default workers", ratio, 0.7, "in-process"),
         (f"no compile after the first call ({later} compiler calls)", later == 0),
     ]
 

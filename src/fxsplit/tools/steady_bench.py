@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from .targets import Check
+from .targets import Check, ratio_check
 
 SIZES = (2, 8, 64, 512)
 MODES = ("eager", "inductor", "piecewise", "fxsplit", "fxsplit, python")
@@ -150,7 +150,7 @@ def target_checks(result: SteadyResult) -> list[Check]:
     for n in sorted(result.forward_ms["fxsplit"]):
         limit = 1.15 if n <= 8 else 1.05
         ratio = result.ratio("fxsplit", n)
-        checks.append((f"{n} tokens: fxsplit <= {limit}x whole-graph inductor ({ratio:.2f}x)", ratio <= limit))
+        checks.append(ratio_check(f"{n} tokens: fxsplit", ratio, limit, "whole-graph inductor"))
     checks.append((f"one compiled piece's call <= 10 µs ({result.piece_call_us:.1f} µs)", result.piece_call_us <= 10))
     return checks
 

@@ -12,6 +12,22 @@ from typing import Any
 Check = tuple[str, bool]
 
 
+def ratio_check(subject: str, ratio: float, limit: float, reference: str) -> Check:
+    """The target ``subject <= limit x reference``, with the ratio measured shown to
+    as many digits as it takes to see which side of the limit it fell on."""
+    return f"{subject} <= {limit:g}x {reference} ({figure(ratio, limit)}x)", ratio <= limit
+
+
+def figure(value: float, limit: float) -> str:
+    """``value`` to 2 digits, or more where 2 would read as the wrong side of ``limit``
+    (a 0.2504 against 0.25 must not print as a missed 0.25)."""
+    for digits in (2, 3, 4, 6):
+        text = f"{value:.{digits}f}"
+        if (float(text) <= limit) == (value <= limit):
+            return text
+    return repr(value)
+
+
 def format_checks(checks: Sequence[Check]) -> str:
     """The targets, one ``[met]``/``[MISSED]`` line each; empty when there are none."""
     if not checks:

@@ -27,7 +27,7 @@ from typing import Any
 
 from .compile_bench import MODEL_SIZES, TOKENS
 from .fresh import run_fresh
-from .targets import Check
+from .targets import Check, ratio_check
 
 RUNS = ("import torch", "cold", "warm", "backend warm")
 LLAMA_LAYERS = 4
@@ -114,7 +114,7 @@ def target_checks(results: list[WarmResult], layers: int) -> list[Check]:
     runs = {r.run: r for r in results if r.model == "synthetic"}
     cold, warm, floor = runs["cold"].seconds, runs["warm"].seconds, runs["import torch"].seconds
     return [
-        (f"{layers} layers: warm <= 0.1x cold ({warm / cold:.2f}x)", warm <= 0.1 * cold),
+        ratio_check(f"{layers} layers: warm", warm / cold, 0.1, "cold"),
         (f"{layers} layers: warm - import floor <= 1.5 s ({warm - floor:.2f} s)", warm - floor <= 1.5),
     ]
 
