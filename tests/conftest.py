@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,8 +48,13 @@ def private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     depends on what an earlier run left behind. The many fresh processes the tests
     start compile in-process (TORCHINDUCTOR_COMPILE_THREADS=1) rather than each
     starting Inductor's pool of compile processes, which on 2 cores costs more than
-    it saves; what is compiled is the same."""
+    it saves; what is compiled is the same. Temporary files (the code of a piece that
+    failed to compile, which fxsplit keeps for its user) go to the session's own
+    temporary directory, not the machine's."""
     with pytest.MonkeyPatch.context() as patch:
+        temporary = tmp_path_factory.mktemp("tmp")
+        patch.setenv("TMPDIR", str(temporary))
+        patch.setattr(tempfile, "tempdir", str(temporary))
         patch.setenv("TORCHINDUCTOR_COMPILE_THREADS", "1")
         patch.setenv("FXSPLIT_CACHE_DIR", str(tmp_path_factory.mktemp("fxsplit-cache")))
         patch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path_factory.mktemp("inductor-cache")))

@@ -500,3 +500,26 @@ def test_the_report_covers_every_graph_dynamo_compiled():
     text = report.format()
     assert text.startswith("fxsplit: 2 graphs, 10 pieces (6 compute, 0 sharing a compiled twin), 6 eager")
     assert "0:submod_0" in text and "1:submod_4" in text
+
+
+def test_the_last_report_and_what_a_string_backend_user_waited_for():
+    import torch.nn.functional as F
+
+    torch._dynamo.reset()
+
+    def attention(q):
+        return F.scaled_dot_product_attention(q, q, q).relu() + 1
+
+    q = torch.randn(1, 2, 4, 8)
+    compiled = torch.compile(attention, backend="fxsplit", dynamic=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(q), attention(q))
+    report = fxsplit.last_report()
+    assert report is not None and (report.pieces, report.compute_pieces) == (2, 1)  # attention, then relu + 1
+    assert report.trace_seconds is not None and report.trace_seconds > 0
+    assert report.first_call_seconds is not None and "to the end of the first call" in report.format()
+
+
+def test_dir_of_the_package_lists_its_public_names():
+    assert dir(fxsplit) == sorted(fxsplit.__all__)
+    assert "last_report" in dir(fxsplit) and "Any" not in dir(fxsplit)

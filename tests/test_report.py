@@ -47,3 +47,25 @@ def test_report_table_marks_shared_and_splitting_pieces():
     lines = text.splitlines()
     assert lines[2].split()[-1] == "1.50s" and lines[4].split()[-1] == "submod_0"
     assert [r.compiled for r in report.rows] == [True, False, False]
+
+
+def test_progress_names_the_trace_it_followed():
+    terminal = Terminal()
+    progress = Progress(2, terminal, prefix="Dynamo traced the model in 18.1 s; ")
+    progress.step("submod_0")
+    assert "\rfxsplit: Dynamo traced the model in 18.1 s; compiling 1/2 submod_0" in terminal.getvalue()
+
+
+def test_the_report_says_what_the_caller_waited_for():
+    report = CompileReport(
+        compiler="inductor", trace_seconds=18.0, probe_seconds=5.0, split_seconds=0.5, compile_seconds=20.0
+    )
+    report.first_call_seconds = 1.5
+    text = report.format()
+    assert (
+        "waited: Dynamo's trace 18.00 s, Inductor's CPU probe 5.00 s (once per process, gcc builds when cold), "
+        "split and compile 20.50 s, first run 1.50 s; 40.00 s to the end of the first call"
+    ) in text
+    assert "hash: what the piece computes" in text
+    combined = CompileReport.combine([report, CompileReport(trace_seconds=2.0)], "inductor")
+    assert combined.trace_seconds == 20.0 and combined.probe_seconds == 5.0

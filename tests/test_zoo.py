@@ -18,7 +18,7 @@ ZOO = {
     "llama": 1,
     "qwen2": 1,
     "qwen3_moe": 1,  # MoE
-    "gemma3_text": 1,
+    "gemma3_text": 2,  # sliding and full layers
     "phi3": 1,  # fused qkv; Inductor returns a layout other than eager's at a boundary
     "gpt2": 1,  # GELU with math.pi, dropout p
     "gpt_neox": 1,  # parallel residual

@@ -43,7 +43,7 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         num_key_value_heads=4,
     ),
     "gemma": dict(head_dim=8),
-    "gemma3_text": dict(head_dim=8, sliding_window=16),
+    "gemma3_text": dict(head_dim=8, sliding_window=16, sliding_window_pattern=2),  # sliding and full layers
     "qwen3": dict(head_dim=8),
     "glm": dict(head_dim=8),
     "falcon": dict(ffn_hidden_size=64),

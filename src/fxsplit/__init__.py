@@ -36,6 +36,7 @@ _HOMES = {
     "UnsafeCacheDirError": ".compilation.cache",
     "capture_graph": ".tools.capture",
     "compile": ".compilation.model",
+    "last_report": ".compilation.backend",
     "CompiledModel": ".compilation.model",
     "matcher": ".split.ops",
     "split_graph": ".split.splitters",
@@ -60,13 +61,14 @@ __all__ = [
     "__version__",
     "capture_graph",
     "compile",
+    "last_report",
     "matcher",
     "split_graph",
     "split_module",
 ]
 
 if TYPE_CHECKING:
-    from .compilation.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend
+    from .compilation.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend, last_report
     from .compilation.cache import NotACacheDirError, UnsafeCacheDirError
     from .compilation.compilers import COMPILER_NAMES
     from .compilation.model import ArtifactError, CompiledModel, compile
@@ -88,4 +90,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOMES})
+    return sorted(__all__)

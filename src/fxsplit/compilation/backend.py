@@ -181,7 +181,9 @@ class PiecewiseBackend:
         self._blobs: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
     def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> GraphModule:
-        report = CompileReport(compiler=self.compiler_name)
+        global _last
+        _last = self
+        report = CompileReport(compiler=self.compiler_name, trace_seconds=_compat.dynamo_trace_seconds())
         start = time.perf_counter()
         split, items = split_graph(gm, self.splitting_ops, tuple_return=True)
         report.split_seconds = time.perf_counter() - start
@@ -194,15 +196,17 @@ class PiecewiseBackend:
         runners: dict[Hashable, tuple[str, PieceRunner]] = {}
         compute = [item for item in items if not item.is_splitting_graph]
         report.compute_pieces = len(compute)
-        progress = Progress(len(compute))
+        traced = f"Dynamo traced the model in {report.trace_seconds:.1f} s; " if report.trace_seconds else ""
+        progress = Progress(len(compute), prefix=traced)
         sized: list[_SizeWork] = []
         try:
+            report.probe_seconds = self._probe_cpu()
             for item in items:
                 if item.is_splitting_graph:
                     report.rows.append(PieceRow(item.submod_name, "splitting", node_count(item.graph)))
                     continue
-                row, runner = self._compile_piece(item, top_level, dispatch, runners, report, sized)
                 progress.step(item.submod_name)
+                row, runner = self._compile_piece(item, top_level, dispatch, runners, report, sized)
                 report.rows.append(row)
                 split.__dict__[item.submod_name] = runner
             self._finish_sizes(sized, report)
@@ -220,7 +224,20 @@ class PiecewiseBackend:
         if self.dump_dir is not None:
             self._dump(gm, split, items, report)
         install_direct_stitching(split)
+        _time_first_call(split, report)
         return split
+
+    def _probe_cpu(self) -> float:
+        """Run Inductor's CPU probe before the first piece's compile, where that compile
+        would run it (Inductor on a machine without CUDA), so that the report can say
+        what it cost: ten gcc builds on a cold cache, once per process. Its libraries
+        and answers go to the cache's compiler files, as the compiles' do."""
+        if self.compiler_name != "inductor" or torch.cuda.is_available():
+            return 0.0
+        started = time.perf_counter()
+        with self.cache.compiler_context() if self.cache is not None else nullcontext():
+            _compat.probe_cpu()
+        return time.perf_counter() - started
 
     @property
     def report(self) -> CompileReport:
@@ -582,6 +599,39 @@ class _SizeWork:
     future: Future[bytes] | None = None
     submitted: float = 0.0
     runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version
+
+
+_last: PiecewiseBackend | None = None
+
+
+def last_report() -> CompileReport | None:
+    """The report of the backend that compiled last in this process, such as the one
+    ``torch.compile(model, backend="fxsplit")`` made, which has no object of its own to
+    ask; None before any compile. It is complete once the first call has returned.
+
+    Example::
+
+        compiled = torch.compile(model, backend="fxsplit", dynamic=True)
+        compiled(*inputs)
+        print(fxsplit.last_report().format())
+    """
+    return _last.report if _last is not None else None
+
+
+def _time_first_call(split: GraphModule, report: CompileReport) -> None:
+    """Record in ``report`` how long the first call of ``split`` ran, then forget it:
+    the hook removes itself, so later calls take nothing from it."""
+    started: list[float] = []
+
+    def before(module: Any, args: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(module: Any, args: Any, output: Any) -> None:
+        report.first_call_seconds = time.perf_counter() - started[0]
+        handles[0].remove()
+        handles[1].remove()
+
+    handles = [split.register_forward_pre_hook(before), split.register_forward_hook(after)]
 
 
 def _loaded(store: _compat.PersistentCompiler, blob: bytes) -> tuple[Callable[..., Any], bytes]:

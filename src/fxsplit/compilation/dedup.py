@@ -57,6 +57,13 @@ def _attributes(piece: GraphModule) -> list[tuple[str, Any]]:
     return [*piece.named_children(), *piece.named_parameters(), *piece.named_buffers()]
 
 
+HASH_NOTE = (
+    "hash: what the piece computes and how its inputs look, dynamic sizes named as in this trace (s0, s1, ...): "
+    "another trace may hash it otherwise"
+)
+"""What a piece's :func:`digest` covers, for tables that show it."""
+
+
 def digest(key: Hashable) -> str:
     """A short name for a key that is the same in every process (for reports)."""
     return hashlib.sha256(_stable(key, strict=False).encode()).hexdigest()[:16]

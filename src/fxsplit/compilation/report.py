@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
 
 from ..runtime.sizes import SizeKey, short
+from .dedup import HASH_NOTE
 
 
 @dataclass
@@ -68,6 +69,9 @@ class CompileReport:
     graphs: int = 1
     origin: str = ""  # fxsplit.compile: "compiled", or "loaded" from a saved model
     stages: dict[str, float] = field(default_factory=dict)  # fxsplit.compile: seconds per stage
+    trace_seconds: float | None = None  # Dynamo's trace before the backend was called, where torch says
+    probe_seconds: float = 0.0  # Inductor's CPU probe, run before the first piece's compile
+    first_call_seconds: float | None = None  # the first call, from the backend's return to its end
 
     @classmethod
     def combine(cls, reports: Sequence[CompileReport], compiler: str) -> CompileReport:
@@ -79,8 +83,11 @@ class CompileReport:
         for graph, report in enumerate(reports):
             for name in ("pieces", "compute_pieces", "compiler_calls", "cache_hits", "cache_misses"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
-            for name in ("split_seconds", "compile_seconds", "load_seconds"):
+            for name in ("split_seconds", "compile_seconds", "load_seconds", "probe_seconds"):
                 setattr(total, name, getattr(total, name) + getattr(report, name))
+            for name in ("trace_seconds", "first_call_seconds"):
+                mine, theirs = getattr(total, name), getattr(report, name)
+                setattr(total, name, theirs if mine is None else mine + (theirs or 0.0))
             total.rows += [replace(row, graph=graph) for row in report.rows]
             total.specialisations += [replace(s, graph=graph) for s in report.specialisations]
         return total
@@ -115,15 +122,34 @@ class CompileReport:
             seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
             name, twin = self._name(r.graph, r.name), self._name(r.graph, r.shared_with) if r.shared_with else ""
             lines.append(f"  {name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {twin}")
+        waited = self._waited()
+        if waited:
+            lines.append(f"  waited: {waited}")
         if self.stages:
             stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.stages.items())
             lines.append(f"  {self.origin}: {stages}")
+        lines.append(f"  {HASH_NOTE}")
         if self.specialisations:
             done = ", ".join(
                 f"{self._name(s.graph, s.piece)} at {short(s.size)} ({_where(s)})" for s in self.specialisations
             )
             lines.append(f"  compiled for one size: {done}")
         return "\n".join(lines)
+
+    def _waited(self) -> str:
+        """What the caller waited for, in order: Dynamo's trace, the CPU probe (part of
+        the first compile of a process), the backend, the first call."""
+        parts = []
+        if self.trace_seconds is not None:
+            parts.append(f"Dynamo's trace {self.trace_seconds:.2f} s")
+        if self.probe_seconds >= 0.05:
+            parts.append(f"Inductor's CPU probe {self.probe_seconds:.2f} s (once per process, gcc builds when cold)")
+        if parts:
+            parts.append(f"split and compile {self.split_seconds + self.compile_seconds:.2f} s")
+        if self.first_call_seconds is not None:
+            total = (self.trace_seconds or 0.0) + self.split_seconds + self.compile_seconds + self.first_call_seconds
+            parts.append(f"first run {self.first_call_seconds:.2f} s; {total:.2f} s to the end of the first call")
+        return ", ".join(parts)
 
     def _name(self, graph: int, piece: str) -> str:
         """A piece's name, with its graph where there are several."""
@@ -133,23 +159,27 @@ class CompileReport:
 def _where(s: Specialisation) -> str:
     if s.cached:
         return "cache"
-    return f"{s.seconds:.2f} s in a worker" if s.worker else f"{s.seconds:.2f} s"
+    # a worker's time runs from the job's submission: it holds the wait for a free worker (and a new
+    # worker's start-up) and a compile on one thread, where this process's Inductor uses every core
+    return f"{s.seconds:.2f} s in a worker, from submission" if s.worker else f"{s.seconds:.2f} s"
 
 
 class Progress:
     """A one-line progress indicator on a terminal, silent elsewhere."""
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None, prefix: str = "") -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = total > 1 and self.stream.isatty()
         self.total = total
+        self.prefix = prefix
         self.done = 0
 
     def step(self, label: str) -> None:
+        """Piece ``label`` starts to compile (it may be a twin, which takes no time)."""
         if not self.enabled:
             return
         self.done += 1
-        self.stream.write(f"\rfxsplit: compiling {self.done}/{self.total} {label:<20}")
+        self.stream.write(f"\rfxsplit: {self.prefix}compiling {self.done}/{self.total} {label:<20}")
         self.stream.flush()
 
     def close(self) -> None:
