@@ -37,7 +37,7 @@ from ..runtime.signature import Signature
 from ..runtime.sizes import SizeKey, SizeTable, named, order
 from ..runtime.stitching import install_direct_stitching
 from ..split.lazy import node_count
-from ..split.ops import SplittingOp
+from ..split.ops import SplittingOp, matcher
 from ..split.splitters import SplitItem, split_graph
 from .cache import DEFAULT_CACHE_DIR, DEFAULT_MAX_BYTES, PieceCache, cache_root
 from .compilers import Compiler, resolve_compiler
@@ -154,6 +154,7 @@ class PiecewiseBackend:
         dump_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.splitting_ops = list(splitting_ops)
+        matcher(self.splitting_ops)  # a misspelt op name fails here, not at the first call
         self.compiler_name, self.compiler = resolve_compiler(compiler)
         self.compile_sizes = SizeTable(compile_sizes)
         self.lazy = lazy

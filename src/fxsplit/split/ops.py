@@ -135,8 +135,10 @@ class OpMatcher:
         return not (self.targets or self.packet_names or self.overload_names or self.predicates)
 
 
-def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
-    """Build an :class:`OpMatcher`; raises ``ValueError`` for names of unknown ops.
+def matcher(splitting_ops: Iterable[SplittingOp], *, strict: bool = True) -> OpMatcher:
+    """Build an :class:`OpMatcher`; raises ``ValueError`` for names of unknown ops, or,
+    with ``strict=False``, lets such a name match nothing, as vLLM's split does with the
+    ops of its default list that no imported model code has registered.
 
     Example::
 
@@ -148,7 +150,14 @@ def matcher(splitting_ops: Iterable[SplittingOp]) -> OpMatcher:
     m = OpMatcher()
     for spec in splitting_ops:
         if isinstance(spec, str):
-            spec = _resolve_name(spec)
+            name = spec
+            try:
+                spec = _resolve_name(name)
+            except ValueError:
+                if strict or "::" not in name:
+                    raise
+                log.debug("splitting op %r is not registered (yet); it matches nothing", name)
+                continue
         if isinstance(spec, OpOverload):
             m.targets.add(spec)
             m.overload_names.add(overload_name(spec))

@@ -151,15 +151,20 @@ def split_graph(
 
     Returns the stitching module (its ``submod_<i>`` children are the pieces) and one
     :class:`SplitItem` per piece, in order. Pieces keep the original node order and
-    names and every node's ``meta``; a full ``x.size()`` never crosses a piece boundary
-    (the using piece gets per-dim SymInts); each piece receives the SymInts that its
+    every node's ``meta``; inside a piece, nodes are named as torch's ``split_module``
+    names them for vLLM (within the piece), so that identical pieces are identical
+    graphs. A full ``x.size()`` never crosses a piece boundary (the using piece gets
+    per-dim SymInts); each piece receives the SymInts that its
     inputs' shapes use. No Python code is generated until a piece is used as Python.
 
     ``splitting_ops`` mixes op names (``"ns::op"``, ``"ns::op.overload"``), op objects,
     torch functions and predicates on nodes (see :func:`fxsplit.matcher`);
-    an empty list means no split. With ``tuple_return``, every piece returns a tuple,
-    even of one value, as ``aot_autograd``-based compilers require; by default it is on
-    from torch 2.12, as in vLLM.
+    an empty list means no split. As in vLLM, a name of an op that is not registered
+    matches nothing (vLLM's default list names ops that only some models register);
+    ``PiecewiseBackend`` and the CLI, which take names from users, refuse one. With
+    ``tuple_return``, every piece returns a tuple, even of one value, as
+    ``aot_autograd``-based compilers require; by default it is on from torch 2.12, as
+    in vLLM.
 
     No scalar crosses a piece boundary: a SymInt, SymFloat or SymBool computed from
     sizes or lifted floats (``s0 * s1``, a float's ``.item()``) is recomputed by each
@@ -174,7 +179,8 @@ def split_graph(
     _require_graph_module(gm, "split_graph")
     if tuple_return is None:
         tuple_return = _torch_release() >= _TUPLE_RETURN_SINCE
-    is_splitting_op = matcher(splitting_ops)
+    # vLLM's contract: its default list names ops that only some models' code registers
+    is_splitting_op = matcher(splitting_ops, strict=False)
     recomputed = {n for n in gm.graph.nodes if _is_recomputable_scalar(n) and not is_splitting_op(n)}
     assignment, splitting_ids = _assign_pieces(gm.graph, is_splitting_op, recomputed)
     if not splitting_ids and not is_splitting_op.empty:
@@ -189,7 +195,10 @@ def split_graph(
         splitting=splitting_ids.__contains__,
         recompute=recomputed.__contains__,
     )
-    options = NamingOptions(keep_original_order=True, keep_original_node_name=True, tuple_return=tuple_return)
+    # named as vLLM's call of torch's split_module names them: inside a piece, nodes take names of
+    # their own (``linear``, ``linear_1``), so identical layers are identical graphs to anything that
+    # hashes them, node names included (vLLM's dedup, AOTAutograd's and Inductor's caches)
+    options = NamingOptions(keep_original_order=True, keep_original_node_name=False, tuple_return=tuple_return)
     split = build_split_module(plan, gm, options)
     items = [
         SplitItem(piece.submod_name, int(piece.name), piece.is_splitting, getattr(split, piece.submod_name))

@@ -1,0 +1,1 @@
+"""fxsplit inside other systems: :mod:`fxsplit.integrations.vllm` puts fxsplit's splitter into vLLM."""

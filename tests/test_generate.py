@@ -1,0 +1,28 @@
+"""HuggingFace ``generate()`` with fxsplit's backend: greedy tokens equal to eager,
+with the default (dynamic) KV cache and with a static one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from zoo import tiny_decoder
+
+import fxsplit
+
+pytest.importorskip("transformers")
+
+
+@pytest.mark.parametrize("cache", [None, "static"])
+def test_generate_with_a_compiled_forward_gives_eagers_tokens(cache):
+    model = tiny_decoder("llama", layers=2)
+    ids = torch.randint(1, 128, (1, 6), generator=torch.Generator().manual_seed(0))
+    options = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    if cache is not None:
+        options["cache_implementation"] = cache
+    eager = model.generate(ids, **options)
+    torch._dynamo.reset()
+    model.forward = torch.compile(model.forward, backend="fxsplit", dynamic=True)  # as the README shows
+    tokens = model.generate(ids, **options)
+    assert torch.equal(tokens, eager)
+    report = fxsplit.last_report()
+    assert report is not None and report.compute_pieces == 3  # the model was compiled piecewise
