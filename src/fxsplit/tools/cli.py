@@ -57,6 +57,10 @@ _size_list = _int_list("--sizes", 2, "sizes of at least 2 (Dynamo specialises 0 
 def _bench(args: argparse.Namespace) -> int:
     if args.sizes and not args.compile:
         raise UsageError("--sizes goes with --compile: fxsplit bench --compile --sizes 4,8,16,32")
+    if args.vllm_python and not args.vllm:
+        raise UsageError("--vllm-python goes with --vllm: fxsplit bench --vllm --vllm-python VENV/bin/python")
+    if args.vllm:
+        return _vllm_bench(args)
     if args.warm:
         return _warm_bench(args)
     if args.steady:
@@ -96,6 +100,19 @@ def _warm_bench(args: argparse.Namespace) -> int:
     _pin_threads(args)
     results = warm_bench.warm_start(layers)
     _print_results(results, warm_bench.target_checks(results, layers), warm_bench.format_table(results, layers), args)
+    return 0
+
+
+def _vllm_bench(args: argparse.Namespace) -> int:
+    from . import vllm_bench
+
+    python = vllm_bench.find_python(args.vllm_python)
+    if python is None:
+        print(f"fxsplit: {vllm_bench.INSTALL}", file=sys.stderr)
+        return 0
+    _pin_threads(args)
+    results = vllm_bench.run(python, progress=not args.json)
+    _print_results(results, vllm_bench.target_checks(results), vllm_bench.format_table(results), args)
     return 0
 
 
@@ -288,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="steady-state forward at 2-512 tokens: fxsplit against eager and whole-graph inductor (default 28 layers)",
     )
+    modes.add_argument(
+        "--vllm",
+        action="store_true",
+        help="fxsplit inside real vLLM: both splits on vLLM's graph, and vLLM's cold and warm compile, stock "
+        "against fxsplit (4 and 28 layers; needs vLLM, see --vllm-python)",
+    )
+    bench.add_argument("--vllm-python", metavar="PATH", help="with --vllm: a Python that imports vLLM")
     bench.add_argument("--reps", type=_positive, default=7, help="timed repetitions per variant (default 7)")
     bench.add_argument(
         "--threads", type=_positive, default=1, help="torch threads to run with, printed with the results (default 1)"
