@@ -183,7 +183,7 @@ class PiecewiseBackend:
 
     def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> GraphModule:
         global _last
-        _last = self
+        _last = (self.reports, self.compiler_name)  # the reports, not the backend and its compiled pieces
         report = CompileReport(compiler=self.compiler_name, trace_seconds=_compat.dynamo_trace_seconds())
         start = time.perf_counter()
         split, items = split_graph(gm, self.splitting_ops, tuple_return=True)
@@ -602,7 +602,7 @@ class _SizeWork:
     runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version
 
 
-_last: PiecewiseBackend | None = None
+_last: tuple[list[CompileReport], str] | None = None
 
 
 def last_report() -> CompileReport | None:
@@ -616,7 +616,7 @@ def last_report() -> CompileReport | None:
         compiled(*inputs)
         print(fxsplit.last_report().format())
     """
-    return _last.report if _last is not None else None
+    return CompileReport.combine(*_last) if _last is not None else None
 
 
 def _time_first_call(split: GraphModule, report: CompileReport) -> None:
