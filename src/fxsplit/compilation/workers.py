@@ -275,8 +275,7 @@ def _name(fn: Callable[..., Any]) -> str:
 def _send(stream: IO[bytes], data: bytes) -> None:
     message = memoryview(struct.pack("<Q", len(data)) + data)
     while message:  # an unbuffered stream may take part of it
-        written = stream.write(message)
-        message = message[len(message) if written is None else written :]
+        message = message[stream.write(message) or 0 :]
     stream.flush()
 
 
