@@ -19,10 +19,11 @@ def tiny_llama():
 
 
 def test_inspect_built_in_model_shows_twins_and_dumps(capsys, tmp_path):
-    assert cli.main(["inspect", "--layers", "4", "--dump", str(tmp_path / "dump")]) == 0
+    assert cli.main(["inspect", "--layers", "4", "--graph", "--dump", str(tmp_path / "dump")]) == 0
     out = capsys.readouterr().out
     assert "9 pieces: 5 compute (3 distinct), 4 splitting" in out
-    assert "submod_4" in out.split("submod_2")[-1]  # a middle piece names its twin
+    (row,) = [line for line in out.splitlines() if line.split()[:2] == ["4", "submod_4"]]
+    assert row.split()[-1] == "submod_2"  # a middle piece names its twin
     assert "def forward" in out
     files = {p.name for p in (tmp_path / "dump").iterdir()}
     assert {"original.py", "split.py", "report.json"} | {f"submod_{i}.py" for i in range(9)} <= files

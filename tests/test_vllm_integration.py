@@ -1,5 +1,5 @@
 """fxsplit.integrations.vllm against a stand-in vLLM: what it replaces, what it checks,
-and what it says; tests/vllm/ runs it in real vLLM."""
+and what it says; tests/in_vllm/ runs it in real vLLM."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm")
+pytest.importorskip("vllm.compilation.backends")  # real vLLM: its venv (.ci/vllm)
 
 ENGINE = "fxsplit.tools.vllm_engine"
 
