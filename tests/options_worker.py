@@ -29,7 +29,7 @@ def run_case(arch: str, options: dict[str, Any], calls: tuple[int, ...]) -> dict
 
     options = {**options, "compile_sizes": [tuple(s) if isinstance(s, list) else s for s in options["compile_sizes"]]}
     backend = fxsplit.PiecewiseBackend(**options)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     compiled = torch.compile(logits, backend=backend, dynamic=True)
     generator = torch.Generator().manual_seed(0)
     after: list[dict[str, Any]] = []

@@ -505,7 +505,7 @@ def test_the_report_covers_every_graph_dynamo_compiled():
 def test_the_last_report_and_what_a_string_backend_user_waited_for():
     import torch.nn.functional as F
 
-    torch._dynamo.reset()
+    torch.compiler.reset()
 
     def attention(q):
         return F.scaled_dot_product_attention(q, q, q).relu() + 1

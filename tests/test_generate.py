@@ -20,7 +20,7 @@ def test_generate_with_a_compiled_forward_gives_eagers_tokens(cache):
     if cache is not None:
         options["cache_implementation"] = cache
     eager = model.generate(ids, **options)
-    torch._dynamo.reset()
+    torch.compiler.reset()
     model.forward = torch.compile(model.forward, backend="fxsplit", dynamic=True)  # as the README shows
     tokens = model.generate(ids, **options)
     assert torch.equal(tokens, eager)
