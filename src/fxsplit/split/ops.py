@@ -68,11 +68,14 @@ def _aliases(fn: Callable[..., Any]) -> list[Callable[..., Any]]:
     """The callables Dynamo may record for a call to ``fn``."""
     names = {fn}
     if isinstance(fn, types.FunctionType) and fn.__module__ == "torch.nn.functional":
-        for home in _compat.builtin_homes():
-            builtin = getattr(home, fn.__name__, None)
-            if isinstance(builtin, types.BuiltinFunctionType):
-                names.add(builtin)
+        names.update(_builtins_named(fn.__name__))
     return list(names)
+
+
+def _builtins_named(name: str) -> list[Callable[..., Any]]:
+    """The builtins called ``name`` where ``torch.nn.functional``'s live."""
+    found = (getattr(home, name, None) for home in _compat.builtin_homes())
+    return [builtin for builtin in found if isinstance(builtin, types.BuiltinFunctionType)]
 
 
 def _functions_of(packet: OpOverloadPacket) -> list[Callable[..., Any]]:
@@ -83,12 +86,7 @@ def _functions_of(packet: OpOverloadPacket) -> list[Callable[..., Any]]:
     if namespace != "aten":
         return []
     functional = getattr(torch.nn.functional, name, None)
-    found = _aliases(functional) if isinstance(functional, types.FunctionType) else []
-    for home in _compat.builtin_homes():
-        builtin = getattr(home, name, None)
-        if isinstance(builtin, types.BuiltinFunctionType):
-            found.append(builtin)
-    return found
+    return [*_builtins_named(name), *([functional] if isinstance(functional, types.FunctionType) else [])]
 
 
 def _is_torch_callable(fn: Any) -> bool:
