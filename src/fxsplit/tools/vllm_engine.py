@@ -120,9 +120,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--time-split", type=int, default=0, metavar="N")
     args = parser.parse_args()
-    os.environ.update(
-        VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CACHE_ROOT=args.cache_dir, VLLM_CPU_KVCACHE_SPACE="1"
-    )
+    os.environ.update(VLLM_ENABLE_V1_MULTIPROCESSING="0", VLLM_CACHE_ROOT=args.cache_dir, VLLM_CPU_KVCACHE_SPACE="1")
     os.environ["FXSPLIT_VLLM"] = "1" if args.fxsplit else "0"
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").exists():
