@@ -406,6 +406,25 @@ def test_a_plain_piece_is_entered_at_inductors_code_once_it_has_been_called(monk
     assert _compat.direct_entry(compiled) is compiled
 
 
+def test_a_returning_pieces_entry_marks_its_outputs_dynamic_dims_as_torchs_wrapper_does(monkeypatch):
+    compiled, gm, args = compiled_piece(lambda x: (x.sin() * 2,), torch.randn(5, 3))
+    compiled(*args)
+    marks = "_dynamo_propagated_dynamic_indices"
+    assert getattr(compiled(*args)[0], marks) == {0, 1}  # what torch's wrapper does
+    assert not hasattr(_compat.direct_entry(compiled)(*args)[0], marks)  # a piece inside the model: no marks
+    entry = _compat.direct_entry(compiled, mark_outputs=True)
+    assert entry.__qualname__.endswith("call_and_mark")
+    out = entry(*args)[0]
+    assert getattr(out, marks) == {0, 1}
+    torch.testing.assert_close(out, gm(*args)[0])
+    # marks that cannot be read: the wrapper, which marks them itself
+    monkeypatch.setattr(_compat, "_output_marks", lambda generated, wrapper: None)
+    entry = _compat.direct_entry(compiled, mark_outputs=True)
+    assert not entry.__qualname__.endswith(("call_and_mark", "call_inductor"))
+    assert getattr(entry(*args)[0], marks) == {0, 1}
+    assert _compat.direct_entry(compiled).__qualname__.endswith("call_inductor")
+
+
 def test_a_piece_whose_outputs_alias_its_inputs_keeps_torchs_wrapper_which_rebuilds_them():
     compiled, gm, args = compiled_piece(lambda x: (x.view(-1), x + 1), torch.randn(2, 3))
     compiled(*args)

@@ -311,17 +311,20 @@ def has_own_hooks(module: torch.nn.Module) -> bool:
     return any(h is None or bool(h) for h in hooks)
 
 
-def direct_entry(compiled: Any) -> Callable[..., Any]:
+def direct_entry(compiled: Any, mark_outputs: bool = False) -> Callable[..., Any]:
     """What calling ``compiled``, a piece from :class:`PersistentCompiler`, comes down
     to, for a caller that runs outside Dynamo (a backend's output does; fxsplit's
     stitching disables Dynamo once for a whole forward).
 
     Where AOTAutograd's runtime wrapper has nothing to do for this piece but turn grad
     off around it (see :func:`_inductor_call`), that is Inductor's generated ``call``:
-    about 10 µs less per piece than the artifact. Otherwise it is AOTAutograd's
-    function under the artifact's pass-through wrappers and Dynamo's ``disable``
-    (about 1.5 µs less). Anything else is returned as it is. Ask again after the
-    first call: only then has the wrapper run its first-call checks.
+    about 10 µs less per piece than the artifact. With ``mark_outputs``, for a piece
+    whose outputs the model returns, the entry also marks the outputs' dynamic dims
+    with the wrapper's own function, as the wrapper does, so that a later Dynamo graph
+    that reads them knows them dynamic. Otherwise it is AOTAutograd's function under
+    the artifact's pass-through wrappers and Dynamo's ``disable`` (about 1.5 µs less).
+    Anything else is returned as it is. Ask again after the first call: only then has
+    the wrapper run its first-call checks.
     """
     artifact = _private("torch._inductor.standalone_compile", "AOTCompiledArtifact")
     bundled = _private("torch._dynamo.aot_compile_types", "BundledAOTAutogradSerializableCallable")
@@ -335,8 +338,13 @@ def direct_entry(compiled: Any) -> Callable[..., Any]:
         function = function.__wrapped__
     if not callable(function):
         return compiled
-    call = _inductor_call(function)
-    return function if call is None else _without_grad(call)
+    found = _inductor_call(function)
+    if found is None:
+        return function
+    call, marks = found
+    if not mark_outputs or marks == []:
+        return _without_grad(call)
+    return function if marks is None else _marking(_without_grad(call), marks)
 
 
 def _closure(function: Any) -> dict[str, Any]:
@@ -367,7 +375,12 @@ _PLAIN_RUNTIME_WRAPPER_NAMES = frozenset(
 )
 
 
-def _inductor_call(aot_function: Any) -> Callable[[list[Any]], Any] | None:
+# the dynamic dims AOTAutograd's wrapper marks on a piece's outputs: (mark, [(output, dims)]);
+# [] when it marks none, None when what it marks cannot be read
+_OutputMarks = tuple[Callable[[Any, Any], None], list[tuple[int, Any]]] | list[Any] | None
+
+
+def _inductor_call(aot_function: Any) -> tuple[Callable[[list[Any]], Any], _OutputMarks] | None:
     """Inductor's generated ``call`` (it takes its inputs as a list) inside
     AOTAutograd's function ``aot_function``, where what lies between does nothing
     the piece's caller needs: the forward of an inference graph, without parameters
@@ -375,8 +388,8 @@ def _inductor_call(aot_function: Any) -> Callable[[list[Any]], Any] | None:
     as aliases, a grad mode it changes or effect tokens, whose first call has run
     (on it, the wrapper checks custom ops' aliasing). The wrapper's other work,
     marking the outputs' dynamic dims for a later Dynamo graph that reads them, is
-    for the outputs a model returns, which fxsplit's stitching leaves to it (see
-    :meth:`fxsplit.runtime.runner.PieceRunner.through_wrappers`). None otherwise.
+    returned beside the call, as torch's function and what it marks ([] when there
+    is nothing to mark, None when the marks cannot be read). None otherwise.
 
     The layers between differ with how the piece was made (compiled, with
     AOTAutograd's cache or without, or loaded from bytes): AOTAutograd's ``forward``,
@@ -424,7 +437,35 @@ def _inductor_call(aot_function: Any) -> Callable[[list[Any]], Any] | None:
     except Exception:  # anything unexpected: keep torch's wrapper
         return None
     call = getattr(graph, "current_callable", None)
-    return call if plain and callable(call) else None
+    if not plain or not callable(call):
+        return None
+    return call, _output_marks(generated, wrapper.get("_codegen_runtime_wrapper"))
+
+
+def _output_marks(generated: Any, wrapper: Any) -> _OutputMarks:
+    """What the generated runtime wrapper marks on the outputs, read from its globals."""
+    dims = [name for name in generated.co_names if name.startswith("_dyn_dims_")]
+    if not dims:
+        return []
+    names = getattr(wrapper, "__globals__", {})
+    mark = names.get("_mark_dynamic_")
+    if not callable(mark) or any(name not in names for name in dims):
+        return None
+    return mark, [(int(name.removeprefix("_dyn_dims_")), names[name]) for name in dims]
+
+
+def _marking(entry: Callable[..., Any], marks: _OutputMarks) -> Callable[..., Any]:
+    """``entry`` that marks its outputs' dynamic dims as AOTAutograd's wrapper does."""
+    assert isinstance(marks, tuple)
+    mark, dims = marks
+
+    def call_and_mark(*args: Any) -> Any:
+        outputs = entry(*args)
+        for index, output_dims in dims:
+            mark(outputs[index], output_dims)
+        return outputs
+
+    return call_and_mark
 
 
 def _without_grad(call: Callable[[list[Any]], Any]) -> Callable[..., Any]:

@@ -24,7 +24,9 @@ class PieceRunner:
     :mod:`fxsplit.runtime.layout`). After its first call through torch's wrappers, a
     compiled version is entered as directly as torch allows
     (:func:`fxsplit._compat.direct_entry`), so the runner must run outside Dynamo, as
-    a backend's output and fxsplit's stitching do.
+    a backend's output and fxsplit's stitching do. Called as :meth:`returning`, for a
+    piece whose outputs the model returns, that entry also marks the outputs'
+    dynamic dims, as torch's wrapper does.
 
     A runner pickles with its compiled versions (which need a pickler that can save
     them) but without ``specialise``: an unpickled runner compiles nothing, and runs a
@@ -50,8 +52,9 @@ class PieceRunner:
         self.layouts = layouts
         self.general_calls = 0
         self.specialised_calls = 0
-        # each version's direct entry, made after its first call (see _compat.direct_entry)
-        self._entries: dict[SizeKey | None, Callable[..., Any]] = {}
+        # each version's direct entry, made after its first call (see _compat.direct_entry),
+        # without and with the marks on its outputs
+        self._entries: dict[tuple[SizeKey | None, bool], Callable[..., Any]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_specialise", "_entries")}
@@ -71,15 +74,15 @@ class PieceRunner:
         return version
 
     def __call__(self, *args: Any) -> Any:
-        return self._run(args, direct=True)
+        return self._run(args, marks=False)
 
-    def through_wrappers(self, *args: Any) -> Any:
-        """A call of the compiled version itself, with every wrapper torch puts
-        around it: for a piece whose outputs the model returns, where AOTAutograd
-        marks their dynamic dims for a later Dynamo graph that reads them."""
-        return self._run(args, direct=False)
+    def returning(self, *args: Any) -> Any:
+        """A call for a piece whose outputs the model returns: they keep the marks of
+        their dynamic dims that torch's wrapper puts on them, which a later Dynamo
+        graph that reads them needs."""
+        return self._run(args, marks=True)
 
-    def _run(self, args: tuple[Any, ...], direct: bool) -> Any:
+    def _run(self, args: tuple[Any, ...], marks: bool) -> Any:
         if self.layouts.watched:
             args = tuple(self.layouts.apply(args))
         key = None
@@ -90,7 +93,7 @@ class PieceRunner:
             self.general_calls += 1
         else:
             self.specialised_calls += 1
-        entry = self._entries.get(key) if direct else None
+        entry = self._entries.get((key, marks))
         runnable = entry if entry is not None else self._version(key)
         try:
             result = runnable(*args)
@@ -99,6 +102,6 @@ class PieceRunner:
             if repaired is None:
                 raise
             result = runnable(*repaired)
-        if direct and entry is None:
-            self._entries[key] = _compat.direct_entry(runnable)
+        if entry is None:
+            self._entries[key, marks] = _compat.direct_entry(runnable, mark_outputs=marks)
         return result

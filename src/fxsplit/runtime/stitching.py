@@ -9,9 +9,9 @@ the same generated code against the pieces' runnables instead: a compute piece's
 runner, a splitting piece's generated ``forward``. A piece with hooks of its own keeps
 its ``nn.Module`` call, and with them its hooks; hooks registered for every module
 (``register_module_forward_hook``) do not see the pieces. A compute piece whose
-outputs the model returns is called through torch's wrappers
-(:meth:`~fxsplit.runtime.runner.PieceRunner.through_wrappers`), so that those outputs
-carry what whole-graph compilation's do.
+outputs the model returns is called as
+:meth:`~fxsplit.runtime.runner.PieceRunner.returning`, so that those outputs carry
+what whole-graph compilation's do.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def install_direct_stitching(split: GraphModule) -> None:
     for name in _returning(split):
         runner = runnables.get(name)
         if isinstance(runner, PieceRunner):
-            runnables[name] = runner.through_wrappers
+            runnables[name] = runner.returning
     code = python_code(split)
     namespace = dict(code.globals)
     exec(compile(code.src, f"<fxsplit stitching {type(split).__name__}>", "exec"), namespace)
