@@ -99,6 +99,34 @@ def test_pieces_share_only_when_nothing_but_names_differs(y, second, shared):
     assert len(calls) == backend.report.compiler_calls == (1 if shared else 2)
 
 
+@pytest.mark.parametrize(
+    "y_max, shared", [pytest.param(None, True, id="own symbols"), pytest.param(64, False, id="range")]
+)
+def test_pieces_share_when_their_sizes_differ_only_in_the_names_of_their_symbols(y_max, shared):
+    # x's and y's rows have symbols of their own, as Dynamo sizes each layer's KV cache; t's
+    # rows are the size that pieces dispatch on, which no other size stands in for
+    def f(t, x, y):
+        u = torch.ops.fxsplit_test.split_here(t * 2.0)
+        a = torch.ops.fxsplit_test.split_here(x * 2.0)
+        return u, a, y * 2.0
+
+    calls: list[torch.fx.GraphModule] = []
+    backend = fxsplit.PiecewiseBackend(splitting_ops=[SPLIT_HERE], compiler=counting_compiler(calls))
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend=backend)
+    t, x, y = torch.randn(7, 3), torch.randn(4, 3), torch.randn(5, 3)
+    for value in (t, x):
+        torch._dynamo.mark_dynamic(value, 0)
+    torch._dynamo.mark_dynamic(y, 0, **({} if y_max is None else dict(min=2, max=y_max)))
+    torch.testing.assert_close(compiled(t, x, y), f(t, x, y))
+    compute = [r for r in backend.report.rows if r.kind == "compute"]
+    assert [r.shared_with for r in compute] == [None, None, compute[1].name if shared else None]
+    assert len(calls) == backend.report.compiler_calls == 3 - shared
+    if shared:  # the shared piece runs the other's sizes
+        y = torch.randn(9, 3)
+        torch.testing.assert_close(compiled(t, torch.randn(4, 3), y)[2], y * 2.0)
+
+
 @pytest.mark.parametrize("lazy", [False, True])
 def test_compile_sizes_dispatch_to_a_specialised_artifact(lazy):
     model, _ = models.build(2)

@@ -24,7 +24,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import sympy
 import torch
 import torch.nn.functional as F
 from torch.fx import GraphModule
@@ -41,7 +40,7 @@ from ..split.ops import SplittingOp, matcher
 from ..split.splitters import SplitItem, split_graph
 from .cache import DEFAULT_CACHE_DIR, DEFAULT_MAX_BYTES, PieceCache, cache_root
 from .compilers import Compiler, resolve_compiler
-from .dedup import digest, persistent_key, piece_key, piece_structure
+from .dedup import digest, dispatch_symbol, persistent_key, piece_key, piece_structure
 from .dump import readable_code, write_dump
 from .examples import describe, fake_inputs
 from .graph_bytes import graph_to_bytes
@@ -193,7 +192,7 @@ class PiecewiseBackend:
         # Top-level inputs are compiled from what Dynamo passed in, not from their fake
         # values: scalars lifted to tensors keep what `.item()` needs there.
         top_level = {n.name: v for n, v in zip(gm.graph.find_nodes(op="placeholder"), example_inputs)}
-        dispatch = _dispatch_symbol(gm)
+        dispatch = dispatch_symbol(gm)
         runners: dict[Hashable, tuple[str, PieceRunner]] = {}
         compute = [item for item in items if not item.is_splitting_graph]
         report.compute_pieces = len(compute)
@@ -269,7 +268,7 @@ class PiecewiseBackend:
         structure = piece_structure(piece) if self.dedup else None  # read before the graph is built
         fakes, inputs = self._example_inputs(item, top_level)
         # the key compares symbolic shapes, which only the fake values carry
-        key = piece_key(structure, fakes) if structure is not None else None
+        key = piece_key(structure, fakes, dispatch) if structure is not None else None
         row = PieceRow(item.submod_name, "compute", node_count(piece), hash=digest(key) if key is not None else None)
         known = None
         if key is not None:
@@ -649,17 +648,6 @@ def compile_with_defaults(gm: GraphModule, example_inputs: Sequence[Any]) -> Cal
         compiled = torch.compile(model, backend="fxsplit", dynamic=True)
     """
     return PiecewiseBackend()(gm, example_inputs)
-
-
-def _dispatch_symbol(gm: GraphModule) -> str | None:
-    """The size that compiled pieces dispatch on: the first dynamic size among the
-    graph's inputs, in Dynamo's order (a flat batch's token count; a (batch, sequence)
-    input's batch)."""
-    for node in gm.graph.find_nodes(op="placeholder"):
-        value = node.meta.get("example_value")
-        if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
-            return value.node.expr.name
-    return None
 
 
 def _runner_of(piece: PieceRunner | CapturedPiece) -> PieceRunner:

@@ -65,6 +65,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _warm_bench(args)
     if args.steady:
         return _steady_bench(args)
+    if args.generate:
+        return _generate_bench(args)
     if args.compile:
         return _compile_bench(args)
     from . import bench
@@ -122,6 +124,16 @@ def _steady_bench(args: argparse.Namespace) -> int:
     _pin_threads(args)
     result = steady_bench.measure((args.layers or [28])[0], args.threads, progress=not args.json)
     _print_results([result], steady_bench.target_checks(result), steady_bench.format_table(result), args)
+    return 0
+
+
+def _generate_bench(args: argparse.Namespace) -> int:
+    from . import generate_bench
+
+    if args.threads != 1:
+        raise UsageError("--generate runs with one thread, as its targets are set; leave out --threads")
+    results = generate_bench.run(args.layers or generate_bench.LAYERS, progress=not args.json)
+    _print_results(results, generate_bench.target_checks(results), generate_bench.format_table(results), args)
     return 0
 
 
@@ -207,6 +219,7 @@ def _inspect(args: argparse.Namespace) -> int:
     import torch
 
     from ..compilation.backend import DEFAULT_SPLITTING_OPS
+    from ..compilation.dedup import dispatch_symbol
     from ..compilation.dump import write_dump
     from ..split.splitters import split_graph
     from . import inspection, models
@@ -225,7 +238,7 @@ def _inspect(args: argparse.Namespace) -> int:
     with torch.no_grad():
         gm, _ = capture_graph(model, inputs)
     split, items = split_graph(gm, splitting_ops or default_ops)
-    rows = inspection.describe(items)
+    rows = inspection.describe(items, dispatch_symbol(gm))
     code = split.code.strip("\n")
     if args.json:
         print(json.dumps({"pieces": inspection.rows_as_dicts(rows), "split_graph": code}, indent=2))
@@ -304,6 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--steady",
         action="store_true",
         help="steady-state forward at 2-512 tokens: fxsplit against eager and whole-graph inductor (default 28 layers)",
+    )
+    modes.add_argument(
+        "--generate",
+        action="store_true",
+        help="HuggingFace generate(): time to the first token and per decoded token, eager, whole-graph inductor "
+        "and fxsplit, dynamic and static KV caches (default 4 and 28 layers)",
     )
     modes.add_argument(
         "--vllm",

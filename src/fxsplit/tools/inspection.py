@@ -23,8 +23,9 @@ class PieceInfo:
     shared_with: str | None
 
 
-def describe(items: Sequence[SplitItem]) -> list[PieceInfo]:
-    """One row per piece; compute pieces with equal sharing keys name their first twin."""
+def describe(items: Sequence[SplitItem], dispatch: str | None = None) -> list[PieceInfo]:
+    """One row per piece; compute pieces with equal sharing keys (``dispatch``: the
+    size the backend's pieces would dispatch on) name their first twin."""
     first_of: dict[Hashable, str] = {}
     rows = []
     for item in items:
@@ -34,7 +35,8 @@ def describe(items: Sequence[SplitItem]) -> list[PieceInfo]:
         graph = piece.graph
         inputs = [n.meta.get("example_value") for n in graph.find_nodes(op="placeholder")]
         output = graph.find_nodes(op="output")[0].args[0]
-        key = piece_key(structure, inputs) if structure is not None and all(v is not None for v in inputs) else None
+        described = structure is not None and all(v is not None for v in inputs)
+        key = piece_key(structure, inputs, dispatch) if described else None
         shared = None
         if key is not None:
             shared = first_of.setdefault(key, item.submod_name)
