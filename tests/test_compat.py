@@ -452,7 +452,7 @@ def test_a_piece_that_leaves_grad_off_keeps_torchs_wrapper_which_turns_it_off():
         assert not torch.is_grad_enabled()
 
 
-def test_a_piece_that_mutates_its_input_mutates_it_once_when_entered_directly():
+def test_a_piece_that_mutates_its_input_mutates_it_once_when_entered_directly(monkeypatch):
     def bumps(x: torch.Tensor) -> tuple[torch.Tensor]:
         x.add_(1)
         return (x * 2,)
@@ -464,11 +464,38 @@ def test_a_piece_that_mutates_its_input_mutates_it_once_when_entered_directly():
         return x, [x if isinstance(a, torch.Tensor) else a for a in captured_args]
 
     x, args = with_zeros()
+    before = x._version
     compiled(*args)
+    bumped_by_torch = x._version - before
+    assert bumped_by_torch > 0  # autograd must see the mutation
+    entry = _compat.direct_entry(compiled)
+    assert entry.__qualname__.endswith("bump_and_call")  # Inductor's code, with the wrapper's version bump
     x, args = with_zeros()
-    (out,) = _compat.direct_entry(compiled)(*args)
+    before = x._version
+    (out,) = entry(*args)
     torch.testing.assert_close(x, torch.ones(3))
     torch.testing.assert_close(out, torch.full((3,), 2.0))
+    assert x._version - before == bumped_by_torch
+    # a wrapper whose bump cannot be found is kept: it bumps the versions itself
+    with monkeypatch.context() as patched:
+        patched.delitem(runtime_wrapper_globals(compiled), "_increment_version_")
+        entry = _compat.direct_entry(compiled)
+    assert not entry.__qualname__.endswith(("bump_and_call", "call_inductor"))
+    x, args = with_zeros()
+    before = x._version
+    entry(*args)
+    assert x._version - before == bumped_by_torch
+
+
+def runtime_wrapper_globals(compiled: Any) -> dict[str, Any]:
+    """The globals of AOTAutograd's generated runtime wrapper inside ``compiled``."""
+    function = vars(vars(compiled)["inner_fn"])["compiled_fn"]
+    while getattr(function, "_torchdynamo_disable", False):
+        function = function.__wrapped__
+    inner = _compat._closure(function)["compiled_fn"]
+    while "_codegen_runtime_wrapper" not in _compat._closure(inner):
+        inner = vars(inner)["compiled_fn"]
+    return _compat._closure(inner)["_codegen_runtime_wrapper"].__globals__
 
 
 def test_a_modules_own_hooks_are_seen_and_assumed_where_torch_keeps_them_elsewhere(monkeypatch):

@@ -341,10 +341,10 @@ def direct_entry(compiled: Any, mark_outputs: bool = False) -> Callable[..., Any
     found = _inductor_call(function)
     if found is None:
         return function
-    call, marks = found
+    entry, marks = found
     if not mark_outputs or marks == []:
-        return _without_grad(call)
-    return function if marks is None else _marking(_without_grad(call), marks)
+        return entry
+    return function if marks is None else _marking(entry, marks)
 
 
 def _closure(function: Any) -> dict[str, Any]:
@@ -380,15 +380,17 @@ _PLAIN_RUNTIME_WRAPPER_NAMES = frozenset(
 _OutputMarks = tuple[Callable[[Any, Any], None], list[tuple[int, Any]]] | list[Any] | None
 
 
-def _inductor_call(aot_function: Any) -> tuple[Callable[[list[Any]], Any], _OutputMarks] | None:
-    """Inductor's generated ``call`` (it takes its inputs as a list) inside
-    AOTAutograd's function ``aot_function``, where what lies between does nothing
-    the piece's caller needs: the forward of an inference graph, without parameters
-    of its own, subclasses, mutated inputs it must copy back, outputs it must rebuild
-    as aliases, a grad mode it changes or effect tokens, whose first call has run
-    (on it, the wrapper checks custom ops' aliasing). The wrapper's other work,
+def _inductor_call(aot_function: Any) -> tuple[Callable[..., Any], _OutputMarks] | None:
+    """An entry to Inductor's generated ``call`` inside AOTAutograd's function
+    ``aot_function``, where what lies between does little the piece's caller needs:
+    the forward of an inference graph, without parameters of its own, subclasses,
+    mutated inputs it must copy back, outputs it must rebuild as aliases, a grad mode
+    it changes or effect tokens, whose first call has run (on it, the wrapper checks
+    custom ops' aliasing). The entry takes the inputs as arguments, turns grad off
+    and, for inputs the graph mutates in place, bumps their version counters with
+    the wrapper's own function, as the wrapper does. The wrapper's other work,
     marking the outputs' dynamic dims for a later Dynamo graph that reads them, is
-    returned beside the call, as torch's function and what it marks ([] when there
+    returned beside the entry, as torch's function and what it marks ([] when there
     is nothing to mark, None when the marks cannot be read). None otherwise.
 
     The layers between differ with how the piece was made (compiled, with
@@ -416,7 +418,7 @@ def _inductor_call(aot_function: Any) -> tuple[Callable[[list[Any]], Any], _Outp
     if type(graph) is not graph_class or generated is None or not getattr(graph, "_boxed_call", False):
         return None
     names = {name for name in generated.co_names if not name.startswith("_dyn_dims_")}
-    if not names <= _PLAIN_RUNTIME_WRAPPER_NAMES:
+    if not names <= _PLAIN_RUNTIME_WRAPPER_NAMES | {"_increment_version_"}:
         return None
     if getattr(first_call, "_is_first", True) and getattr(functorch_config, "check_custom_op_aliasing", True):
         return None
@@ -434,12 +436,21 @@ def _inductor_call(aot_function: Any) -> tuple[Callable[[list[Any]], Any], _Outp
             and meta.grad_enabled_mutation is None
             and not meta.tokens
         )
+        # inputs the graph mutates in place, whose version counters the wrapper bumps for autograd
+        bumped = tuple(meta.mutated_graph_handled_indices_seen_by_autograd) if "_increment_version_" in names else ()
     except Exception:  # anything unexpected: keep torch's wrapper
         return None
     call = getattr(graph, "current_callable", None)
     if not plain or not callable(call):
         return None
-    return call, _output_marks(generated, wrapper.get("_codegen_runtime_wrapper"))
+    runtime_wrapper = wrapper.get("_codegen_runtime_wrapper")
+    bump = getattr(runtime_wrapper, "__globals__", {}).get("_increment_version_")
+    if not bumped:
+        return _without_grad(call), _output_marks(generated, runtime_wrapper)
+    if not callable(bump):
+        return None
+    entry = _bumping(_without_grad(call), bump, bumped)
+    return entry, _output_marks(generated, runtime_wrapper)
 
 
 def _output_marks(generated: Any, wrapper: Any) -> _OutputMarks:
@@ -452,6 +463,17 @@ def _output_marks(generated: Any, wrapper: Any) -> _OutputMarks:
     if not callable(mark) or any(name not in names for name in dims):
         return None
     return mark, [(int(name.removeprefix("_dyn_dims_")), names[name]) for name in dims]
+
+
+def _bumping(entry: Callable[..., Any], bump: Callable[[Any], None], mutated: tuple[int, ...]) -> Callable[..., Any]:
+    """``entry`` that first bumps the version counters of the inputs at ``mutated``, as
+    AOTAutograd's wrapper does for inputs its graph mutates in place."""
+
+    def bump_and_call(*args: Any) -> Any:
+        bump(tuple(args[i] for i in mutated))
+        return entry(*args)
+
+    return bump_and_call
 
 
 def _marking(entry: Callable[..., Any], marks: _OutputMarks) -> Callable[..., Any]:
