@@ -376,6 +376,35 @@ def test_plot_has_a_panel_per_measure_log_times_and_whole_layer_ticks(tmp_path, 
     assert any("floor: one copy of the graph" in label for label in labels)
 
 
+def test_the_generate_bench_table_and_targets():
+    from fxsplit.tools.generate_bench import GenerateResult, format_table, target_checks
+
+    modes = ("eager", "inductor", "fxsplit")
+    result = GenerateResult(
+        4,
+        "static",
+        dict(zip(modes, (0.03, 28.0, 11.0))),
+        dict(zip(modes, (3.0, 2.5, 2.5))),
+        dict(zip(modes, (1.6, 1.0, 1.06))),
+    )
+    assert target_checks([result]) == [("4 layers, static cache: fxsplit per token <= 1.05x inductor (1.06x)", False)]
+    assert "     4 static   fxsplit               11.00     2.50 (1.00x)   1.060 (1.06x)" in format_table([result])
+
+
+def test_the_generate_bench_runs_a_real_model_and_checks_its_tokens():
+    from fxsplit.tools.generate_bench import MODES, measure
+
+    torch.compiler.reset()
+    result = measure(1, "static", repeats=1)  # raises where a mode's tokens differ from eager's
+    assert set(result.per_token_ms) == set(result.first_token_ms) == set(MODES)
+    assert all(0 < t < float("inf") for t in result.per_token_ms.values())
+
+
+def test_the_generate_bench_runs_with_one_thread(capsys):
+    assert cli.main(["bench", "--generate", "--threads", "2"]) == 2
+    assert "--generate runs with one thread" in capsys.readouterr().err
+
+
 def test_bench_vllm_without_vllm_says_how_to_install_it_and_ends(monkeypatch, capsys):
     from fxsplit.tools import vllm_bench
 

@@ -2,12 +2,13 @@
 
 A tiny random-weight Llama (hidden 256) at 4 and 28 layers runs through vLLM's
 piecewise compilation (:mod:`fxsplit.tools.vllm_engine`, with vLLM's interpreter), in
-fresh processes: stock and with fxsplit's plugin, each cold (empty vLLM and Inductor
-caches), then warm (the same caches), interleaved. It reports both splits' time on the
-graph vLLM's backend receives (minimum of 15), the compile time vLLM logs (its Dynamo
-trace and each graph's compile), and the engine's start. vLLM is found as ``--vllm-python`` or
-``$FXSPLIT_VLLM_PYTHON`` names it, else in this interpreter; without it the benchmark
-says how to install it and ends.
+fresh processes: stock and with fxsplit's plugin, each cold twice (empty vLLM and
+Inductor caches; the faster kept, as cold compiles move by more than the splitters
+differ), then warm (the last cold run's caches), interleaved. It reports both splits'
+time on the graph vLLM's backend receives (minimum of 15), the compile time vLLM logs
+(its Dynamo trace and each graph's compile), and the engine's start. vLLM is found as
+``--vllm-python`` or ``$FXSPLIT_VLLM_PYTHON`` names it, else in this interpreter;
+without it the benchmark says how to install it and ends.
 """
 
 from __future__ import annotations
@@ -54,18 +55,26 @@ def find_python(given: str | None) -> str | None:
 
 
 def run(python: str, progress: bool = True) -> list[VllmRun]:
+    """At each depth: each splitter cold twice (fresh caches; stock, fxsplit, fxsplit,
+    stock, or the other way round at the next depth), keeping its faster compile, then
+    warm once from its last cold cache."""
     results = []
     with tempfile.TemporaryDirectory(prefix="fxsplit-vllm-bench-") as scratch:
         for depth, layers in enumerate(LAYERS):
             model = Path(scratch, f"llama{layers}")
-            # interleaved, each splitter first at one of the depths
             splitters = ("vllm", "fxsplit") if depth % 2 == 0 else ("fxsplit", "vllm")
-            for start in ("cold", "warm"):
-                for splitter in splitters:
-                    if progress:
-                        print(f"vLLM, {layers} layers, {splitter}'s split, {start} ...", file=sys.stderr, flush=True)
-                    cache = Path(scratch, f"{splitter}{layers}")
-                    results.append(_run_one(python, model, cache, layers, splitter, start))
+            colds: dict[str, list[VllmRun]] = {s: [] for s in splitters}
+            last_cache: dict[str, Path] = {}
+            for n, splitter in enumerate(splitters + splitters[::-1]):
+                if progress:
+                    print(f"vLLM, {layers} layers, {splitter}'s split, cold ...", file=sys.stderr, flush=True)
+                last_cache[splitter] = Path(scratch, f"{splitter}{layers}-{n}")
+                colds[splitter].append(_run_one(python, model, last_cache[splitter], layers, splitter, "cold"))
+            results += [min(runs, key=lambda r: r.compile_s or float("inf")) for runs in colds.values()]
+            for splitter in splitters[::-1]:
+                if progress:
+                    print(f"vLLM, {layers} layers, {splitter}'s split, warm ...", file=sys.stderr, flush=True)
+                results.append(_run_one(python, model, last_cache[splitter], layers, splitter, "warm"))
     return results
 
 
