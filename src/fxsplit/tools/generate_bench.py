@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import models
 from .targets import Check, ratio_check
 
 LAYERS = (4, 28)
@@ -44,24 +45,6 @@ class GenerateResult:
     def ratio(self, measure: str, mode: str) -> float:
         times: dict[str, float] = getattr(self, measure)
         return times[mode] / times[REFERENCE]
-
-
-def _model(layers: int) -> Any:
-    import torch
-    import transformers
-
-    config = transformers.LlamaConfig(  # type: ignore[call-arg]
-        vocab_size=512,
-        hidden_size=128,
-        intermediate_size=256,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=layers,
-        max_position_embeddings=256,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    return transformers.LlamaForCausalLM(config).eval()
 
 
 def _own_frame(forward: Callable[..., Any], name: str) -> Callable[..., Any]:
@@ -108,18 +91,18 @@ def measure(layers: int, cache: str, repeats: int = REPEATS) -> GenerateResult:
     import torch
 
     result = GenerateResult(layers, cache)
-    model = _model(layers)
+    model = models.hf_llama(layers, hidden=128, intermediate=256, vocab=512, max_positions=256)
     ids = torch.randint(1, 512, (1, PROMPT), generator=torch.Generator().manual_seed(0))
     options: dict[str, Any] = dict(max_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
     if cache == "static":
         options["cache_implementation"] = "static"
     with torch.no_grad():
         expected = model.generate(ids, **options)
-        models = {}
+        compiled = {}
         for mode in MODES:
-            models[mode] = _compiled(mode, model)
+            compiled[mode] = _compiled(mode, model)
             started = time.perf_counter()
-            tokens, _, _ = _timed_generate(models[mode], ids, options)
+            tokens, _, _ = _timed_generate(compiled[mode], ids, options)
             result.first_generate_s[mode] = time.perf_counter() - started
             if not torch.equal(tokens, expected):
                 raise AssertionError(f"{mode} generated other tokens than eager at {layers} layers, {cache} cache")
@@ -127,7 +110,7 @@ def measure(layers: int, cache: str, repeats: int = REPEATS) -> GenerateResult:
         result.per_token_ms = dict.fromkeys(MODES, float("inf"))
         for repeat in range(repeats):
             for mode in MODES[repeat % len(MODES) :] + MODES[: repeat % len(MODES)]:
-                _, first, per_token = _timed_generate(models[mode], ids, options)
+                _, first, per_token = _timed_generate(compiled[mode], ids, options)
                 result.first_token_ms[mode] = min(result.first_token_ms[mode], first * 1e3)
                 result.per_token_ms[mode] = min(result.per_token_ms[mode], per_token * 1e3)
     return result

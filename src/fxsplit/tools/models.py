@@ -10,6 +10,7 @@ to produce realistic graphs, not text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -155,3 +156,22 @@ def build(
     torch.manual_seed(seed)
     config = SyntheticConfig(layers=layers, **sizes)
     return SyntheticLlama(config).eval(), example_inputs(config, tokens)
+
+
+def hf_llama(layers: int, *, hidden: int, intermediate: int, vocab: int, max_positions: int) -> Any:
+    """A HuggingFace ``LlamaForCausalLM`` with random weights (seed 0), 4 heads and 2 KV
+    heads, SDPA attention, in eval mode: a real model nobody here wrote."""
+    import transformers
+
+    config = transformers.LlamaConfig(  # type: ignore[call-arg]
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=layers,
+        max_position_embeddings=max_positions,
+        attn_implementation="sdpa",
+    )
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(config).eval()

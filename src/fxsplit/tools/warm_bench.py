@@ -51,22 +51,9 @@ def _model(name: str, layers: int) -> tuple[Any, tuple[Any, ...], dict[str, Any]
     from . import models
 
     if name == "synthetic":
-        model, inputs = models.build(layers, tokens=TOKENS, **MODEL_SIZES)
-        return model, inputs, {}, [models.ATTENTION_OP_NAME]
-    import transformers
-
-    config = transformers.LlamaConfig(  # type: ignore[call-arg]
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        num_hidden_layers=LLAMA_LAYERS,
-        max_position_embeddings=64,
-        attn_implementation="sdpa",
-    )
-    torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(config).eval()
+        synthetic, inputs = models.build(layers, tokens=TOKENS, **MODEL_SIZES)
+        return synthetic, inputs, {}, [models.ATTENTION_OP_NAME]
+    model = models.hf_llama(LLAMA_LAYERS, hidden=32, intermediate=64, vocab=128, max_positions=64)
     ids = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
     return model, (), {"input_ids": ids, "use_cache": False}, list(DEFAULT_SPLITTING_OPS)
 
