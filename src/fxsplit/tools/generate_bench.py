@@ -19,12 +19,12 @@ import functools
 import json
 import sys
 import time
-import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import models
+from .steady_bench import own_frame
 from .targets import Check, ratio_check
 
 LAYERS = (4, 28)
@@ -47,18 +47,6 @@ class GenerateResult:
         return times[mode] / times[REFERENCE]
 
 
-def _own_frame(forward: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``forward`` called from a function with a code object of its own, so that each
-    mode's Dynamo cache is its own (see :func:`fxsplit.tools.steady_bench._own_frame`);
-    it keeps ``forward``'s signature, which ``generate()`` reads."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        return forward(*args, **kwargs)
-
-    own = types.FunctionType(call.__code__.replace(co_name=name), call.__globals__, name, None, call.__closure__)
-    return functools.wraps(forward)(own)
-
-
 def _compiled(mode: str, model: Any) -> Any:
     import torch
 
@@ -66,7 +54,9 @@ def _compiled(mode: str, model: Any) -> Any:
         return model
     model = copy.deepcopy(model)
     backend = "fxsplit" if mode == "fxsplit" else "inductor"
-    model.forward = torch.compile(_own_frame(model.forward, f"forward_{mode}"), backend=backend, dynamic=True)
+    # a frame of its own per mode (see steady_bench.own_frame), with the signature generate() reads
+    forward = functools.wraps(model.forward)(own_frame(model.forward, f"forward_{mode}"))
+    model.forward = torch.compile(forward, backend=backend, dynamic=True)
     return model
 
 

@@ -58,14 +58,14 @@ def _time_per_call(fn: Callable[[], Any], repeats: int = REPEATS, calls: int = C
     return min(best)
 
 
-def _own_frame(model: Any, name: str) -> Callable[..., Any]:
+def own_frame(model: Any, name: str) -> Callable[..., Any]:
     """``model`` called from a function with a code object of its own: Dynamo caches
     compiled code per code object, so each mode keeps its own cache and no mode's
     guards are checked before another's."""
     import types
 
-    def call(*args: Any) -> Any:
-        return model(*args)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return model(*args, **kwargs)
 
     return types.FunctionType(call.__code__.replace(co_name=name), call.__globals__, name, None, call.__closure__)
 
@@ -77,7 +77,7 @@ def _compiled(mode: str, model: Any, splitting_ops: list[Any]) -> Any:
 
     if mode == "eager":
         return model
-    function = _own_frame(model, "forward_" + "".join(c if c.isalnum() else "_" for c in mode))
+    function = own_frame(model, "forward_" + "".join(c if c.isalnum() else "_" for c in mode))
     if mode == "inductor":
         return torch.compile(function, dynamic=True)
     compiler = "eager" if mode == "fxsplit, python" else "inductor"
