@@ -522,3 +522,15 @@ def test_the_global_state_dynamo_guards_from_torch_or_its_public_settings(monkey
         with torch.no_grad():
             assert _compat.global_state()["grad_mode"] is False
     assert "GlobalStateGuard" not in str(_compat.global_state())
+
+
+def test_flat_regions_from_dynamos_settings_or_none(monkeypatch):
+    import torch._dynamo.config as config
+
+    regions = _compat.flat_regions()
+    assert regions is not None
+    with regions:
+        assert config.inline_invoke_subgraph and config.specialize_float
+    assert not config.inline_invoke_subgraph
+    hide(monkeypatch, "config")
+    assert _compat.flat_regions() is None

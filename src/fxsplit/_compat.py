@@ -611,6 +611,20 @@ def aot_compiled_function() -> Any:
     return function
 
 
+def flat_regions() -> contextlib.AbstractContextManager[Any] | None:
+    """Dynamo's settings under which a region marked with
+    ``torch.compiler.nested_compile_region`` is traced once and reused by every call
+    whose guards it passes, yet reaches the backend inlined, as one flat graph (the
+    splitter cuts inside it); floats specialised, as regions cannot take a lifted
+    float (torch 2.13 passes one as a Python float and fails). None where this torch
+    lacks either setting."""
+    config = _private("torch._dynamo", "config")
+    if config is None or not hasattr(config, "inline_invoke_subgraph") or not hasattr(config, "specialize_float"):
+        return None
+    patch: contextlib.AbstractContextManager[Any] = config.patch(inline_invoke_subgraph=True, specialize_float=True)
+    return patch
+
+
 def register_serializable(cls: type) -> None:
     """Let torch's ahead-of-time compile accept ``cls`` as a serializable compiled
     graph (it implements ``serialize_compile_artifacts`` and

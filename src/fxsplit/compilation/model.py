@@ -34,6 +34,7 @@ from ..split.ops import SplittingOp, matcher
 from .backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
 from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
 from .compilers import Compiler
+from .layers import reads_marked_forward, traced_once
 from .program import PiecewiseProgram
 from .report import CompileReport
 from .workers import CompileWorkers
@@ -64,6 +65,7 @@ def compile(
     compile_workers: CompileWorkers = None,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
     dynamic: bool = True,
+    trace_layers_once: bool = True,
     load_only: bool | None = None,
 ) -> CompiledModel:
     """Compile ``model`` piecewise, or load it as an earlier process compiled it.
@@ -76,6 +78,13 @@ def compile(
     The key holds the versions of fxsplit, torch and Python, the model's class and
     the shapes of its weights, what the inputs look like, the options, and the grad
     and autocast modes; never a path, so the directory can be moved.
+
+    With ``trace_layers_once`` Dynamo traces each kind of layer of the model's
+    stacks (an ``nn.ModuleList`` of two or more modules of one class: a decoder's
+    layers) once and reuses that trace for every layer whose guards it passes (see
+    :mod:`fxsplit.compilation.layers`), so that the trace, like the compile, does not
+    grow with depth; floats are then specialised, each guarded by its value. Where
+    that trace fails, the model is traced whole, with a warning that says why.
 
     A saved model that cannot be used (damaged, from another version, made from
     model code that has changed since, or whose guards reject the example inputs) is
@@ -117,7 +126,7 @@ def compile(
             f"fxsplit.compile: {reason}, and load_only forbids compiling ({LOAD_ONLY_ENV}=1); compile it once "
             f"without load_only, with the same model, inputs and options, to save it"
         )
-    return _compile(model, args, kwargs, backend, cache, key, dynamic, started)
+    return _compile(model, args, kwargs, backend, cache, key, dynamic, trace_layers_once, started)
 
 
 class CompiledModel:
@@ -245,6 +254,7 @@ def _compile(
     cache: PieceCache | None,
     key: str,
     dynamic: bool,
+    trace_layers_once: bool,
     started: float,
 ) -> CompiledModel:
     aot = _compat.aot_compiled_function()
@@ -266,27 +276,17 @@ def _compile(
 
     _compat.register_serializable(PiecewiseProgram)
     backend.start_workers()  # their start-up overlaps with the trace
-
-    def serializable_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> PiecewiseProgram:
-        return PiecewiseProgram(backend(gm, example_inputs), backend.blob)
-
-    traced = torch.compile(
-        _flat_call,
-        fullgraph=True,
-        dynamic=dynamic,
-        backend=serializable_backend,
-        options={"guard_filter_fn": _serializable_guards},
-    )
-    for attempt in range(3):
-        try:
-            function = traced.aot_compile(((model, args, kwargs), {}))  # type: ignore[attr-defined]
-            break
-        except _compat.dynamo_restart_exceptions():
-            # a lifted float that must be specialised: Dynamo traces once more, as torch.compile would
-            if attempt == 2:
-                raise
+    function, once = None, None
+    if trace_layers_once:
+        with traced_once(model) as once:
+            if once is not None:
+                function = _traced_once(model, args, kwargs, backend, dynamic, once)
+    if function is None:
+        once = None
+        function = _traced(model, args, kwargs, backend, dynamic)
     report = backend.report
     report.origin = "compiled"
+    report.traced_once = once or ""
     backend_seconds = report.split_seconds + report.compile_seconds
     # Dynamo's trace is what the whole took less the backend's split and compile
     report.stages.update(
@@ -302,6 +302,57 @@ def _compile(
     return CompiledModel(model, function, spec, report, backend, dynamic)
 
 
+def _traced_once(
+    model: torch.nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    backend: PiecewiseBackend,
+    dynamic: bool,
+    layers: str,
+) -> Any:
+    """The model traced with each kind of stacked layer traced once, or None (and a
+    warning) where Dynamo could not trace it so, before the backend was reached: a
+    failure after that is not the layers' and is raised."""
+    graphs = len(backend.reports)
+    try:
+        return _traced(model, args, kwargs, backend, dynamic)
+    except Exception as error:
+        if len(backend.reports) > graphs:
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        warnings.warn(
+            f"fxsplit.compile could not trace each of {layers} once ({type(error).__name__}: {first}); tracing "
+            f"the whole model instead, which costs one trace per layer (trace_layers_once=False skips this try)",
+            stacklevel=4,
+        )
+        return None
+
+
+def _traced(
+    model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], backend: PiecewiseBackend, dynamic: bool
+) -> Any:
+    """The model traced by torch's ahead-of-time compile, compiled by ``backend``."""
+
+    def serializable_backend(gm: torch.fx.GraphModule, example_inputs: list[Any]) -> PiecewiseProgram:
+        return PiecewiseProgram(backend(gm, example_inputs), backend.blob)
+
+    traced = torch.compile(
+        _flat_call,
+        fullgraph=True,
+        dynamic=dynamic,
+        backend=serializable_backend,
+        options={"guard_filter_fn": _serializable_guards},
+    )
+    for attempt in range(3):
+        try:
+            return traced.aot_compile(((model, args, kwargs), {}))  # type: ignore[attr-defined]
+        except _compat.dynamo_restart_exceptions():
+            # a lifted float that must be specialised: Dynamo traces once more, as torch.compile would
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 def _in_memory(
     model: torch.nn.Module, backend: PiecewiseBackend, spec: Any, dynamic: bool, started: float
 ) -> CompiledModel:
@@ -313,9 +364,15 @@ def _in_memory(
 
 def _serializable_guards(guards: Sequence[Any]) -> list[bool]:
     """Keep every guard another process can check: shapes, dtypes, values. Guards on
-    object identity (a module object, a decorator's closure) mean nothing there."""
+    object identity (a module object, a decorator's closure) mean nothing there, nor
+    do paths through a layer's forward as it was marked for the trace."""
     unsupported = _compat.unserializable_guard_types()
-    return [g.guard_type not in unsupported and not unsupported.intersection(g.derived_guard_types) for g in guards]
+    return [
+        g.guard_type not in unsupported
+        and not unsupported.intersection(g.derived_guard_types)
+        and not reads_marked_forward(g.name)
+        for g in guards
+    ]
 
 
 def _save(

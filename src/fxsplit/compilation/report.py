@@ -70,6 +70,7 @@ class CompileReport:
     origin: str = ""  # fxsplit.compile: "compiled", or "loaded" from a saved model
     stages: dict[str, float] = field(default_factory=dict)  # fxsplit.compile: seconds per stage
     trace_seconds: float | None = None  # Dynamo's trace before the backend was called, where torch says
+    traced_once: str = ""  # fxsplit.compile: the stacked layers Dynamo traced once each kind ("28 LlamaDecoderLayer")
     probe_seconds: float = 0.0  # Inductor's CPU probe, run before the first piece's compile
     first_call_seconds: float | None = None  # the first call, from the backend's return to its end
 
@@ -128,6 +129,8 @@ class CompileReport:
         if self.stages:
             stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in self.stages.items())
             lines.append(f"  {self.origin}: {stages}")
+        if self.traced_once:
+            lines.append(f"  traced once per kind of layer: {self.traced_once}")
         lines.append(f"  {HASH_NOTE}")
         if self.specialisations:
             done = ", ".join(

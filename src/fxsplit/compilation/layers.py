@@ -1,0 +1,103 @@
+"""Tracing each of a model's repeated layers once.
+
+Dynamo's trace costs the same for every layer of a stack of identical layers: a
+28-layer decoder is traced 28 times over. ``fxsplit.compile`` owns its trace, so for
+the length of it each layer of every stack (an ``nn.ModuleList`` holding two or more
+modules of one class) is marked as a nested compile region
+(``torch.compiler.nested_compile_region``): Dynamo traces the first layer and stamps
+that trace out for every later layer whose guards it passes, so every assumption
+the trace made about the other layers is checked. A layer that traces otherwise
+(Gemma 3's sliding layers, DeepSeek-V3's dense first layers) is traced anew; Dynamo
+decides, not fxsplit. The backend still receives one flat graph, as Dynamo inlines
+the regions, so splitting, sharing and compiling are as with a full trace. The
+model is left as it was found.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from .. import _compat
+
+
+def stacked_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers of ``model``'s stacks, outermost stacks only (the experts of an MoE
+    layer are traced with their layer), in the model's order."""
+    layers: list[torch.nn.Module] = []
+    stacks: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.nn.ModuleList) or any(name.startswith(f"{s}.") for s in stacks):
+            continue
+        kinds = Counter(type(m) for m in module)
+        stacked = [m for m in module if kinds[type(m)] >= 2]
+        if stacked:
+            layers += stacked
+            stacks.append(name)
+    return layers
+
+
+@contextmanager
+def traced_once(model: torch.nn.Module) -> Iterator[str | None]:
+    """While open, Dynamo traces each kind of ``model``'s stacked layers once; yields
+    what it marked (``"28 LlamaDecoderLayer"``), or None where nothing is marked: no
+    stack, or a torch without the means. A layer whose instance holds a ``forward``
+    of its own keeps it, and is traced as it is. Other modules of a marked class are
+    marked too while it is open; their eager calls run as before (marking changes
+    nothing outside a compile)."""
+    regions = _compat.flat_regions()
+    mark = getattr(torch.compiler, "nested_compile_region", None)
+    layers = stacked_layers(model)
+    if regions is None or mark is None or not layers:
+        yield None
+        return
+    kinds = Counter(type(layer) for layer in layers)
+    # marked on the class, not the instance: a forward in the instance's __dict__ is
+    # a source the saved guards would look for there, in processes that never mark it
+    own = {kind: vars(kind).get("forward") for kind in kinds}
+    for kind, count in kinds.items():
+        kind.forward = _marked(mark, kind, count)  # type: ignore[method-assign]
+    try:
+        with regions:
+            yield ", ".join(f"{count} {kind.__name__}" for kind, count in kinds.items())
+    finally:
+        for kind, forward in own.items():
+            if forward is None:
+                del kind.forward  # inherited: the base's forward shows through again
+            else:
+                kind.forward = forward  # type: ignore[method-assign]
+
+
+def _marked(mark: Callable[..., Any], kind: type, count: int) -> Callable[..., Any]:
+    """One marked forward for every layer of ``kind`` (Dynamo reuses a trace for calls
+    of the same function); a function of fxsplit's own, as marking sets attributes on
+    the function it is given and the class's must stay as it is."""
+    forward = kind.forward
+
+    def forward_once(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        return forward(self, *args, **kwargs)
+
+    try:
+        # room for every layer to trace otherwise: past Dynamo's default of 8 it raises
+        marked: Callable[..., Any] = mark(forward_once, max_reuse_entries=count)
+    except TypeError:  # a torch whose regions take no limit
+        marked = mark(forward_once)
+    return marked
+
+
+# How a guard's source reads through a marked forward to the class's own: the
+# marking's closure over fxsplit's function, then that one's over the class's.
+_THROUGH_MARK = "['forward'].__closure__[0].cell_contents.__closure__[0].cell_contents"
+
+
+def reads_marked_forward(source: str) -> bool:
+    """Whether a guard's source (its name) reaches the class's own forward through a
+    marked one: a path that exists only while the class is marked, so a process that
+    loads the model (never marked) could not follow it. What such a guard checks, the
+    constants closed over by the forward's decorators, is the code's, which the saved
+    model checks by its source checksum."""
+    return _THROUGH_MARK in source

@@ -1,0 +1,121 @@
+"""fxsplit.compile traces each kind of a model's stacked layers once: the trace does
+not grow with depth, layers that trace otherwise are traced anew, the result equals
+eager on real architectures, and a trace that fails so falls back to the whole."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch._dynamo.comptime import comptime
+from zoo import assert_equal_to_eager, logits_fn, tiny_decoder
+from test_zoo import ZOO
+
+import fxsplit
+from fxsplit.compilation.layers import stacked_layers, traced_once
+
+traces: list[str] = []
+
+
+class Layer(torch.nn.Module):
+    def __init__(self, scaled: bool = False, refuse_marks: bool = False) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(16, 16)
+        self.scaled, self.refuse_marks = scaled, refuse_marks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        comptime(lambda ctx: traces.append("layer"))  # runs each time Dynamo traces this line
+        if self.refuse_marks and type(self).__dict__["forward"] is not UNMARKED:
+            raise RuntimeError("this layer cannot be traced as a region")
+        h = self.linear(x)
+        h = torch.nn.functional.scaled_dot_product_attention(h[None], h[None], h[None])[0]
+        return x + (2 * h if self.scaled else h)
+
+
+UNMARKED = Layer.__dict__["forward"]
+
+
+class Stack(torch.nn.Module):
+    def __init__(self, layers: list[Layer]) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def compiled(model: torch.nn.Module, **options) -> tuple[fxsplit.CompiledModel, int]:
+    traces.clear()
+    torch.compiler.reset()
+    x = torch.randn(5, 16)
+    result = fxsplit.compile(model, (x,), compiler="eager", cache_dir=None, **options)
+    y = torch.randn(9, 16)  # a size it was not compiled for
+    torch.testing.assert_close(result(y), model(y))
+    return result, len(traces)
+
+
+def test_the_trace_does_not_grow_with_depth():
+    shallow, shallow_traces = compiled(Stack([Layer() for _ in range(3)]))
+    deep, deep_traces = compiled(Stack([Layer() for _ in range(12)]))
+    _, whole = compiled(Stack([Layer() for _ in range(12)]), trace_layers_once=False)
+    assert deep_traces == shallow_traces <= 2 and whole == 12
+    assert deep.report.traced_once == "12 Layer"
+    assert "traced once per kind of layer: 12 Layer" in deep.report.format()
+
+
+def test_layers_that_trace_otherwise_are_traced_anew():
+    model = Stack([Layer(scaled=i % 2 == 1) for i in range(8)])
+    _, count = compiled(model)  # equal to eager: the scaled layers are not given the plain layers' trace
+    assert 2 <= count <= 3
+
+
+def test_a_trace_that_fails_so_falls_back_to_the_whole_model_and_says_why():
+    model = Stack([Layer(refuse_marks=True) for _ in range(4)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result, count = compiled(model)
+    messages = [str(w.message) for w in caught if "could not trace each of 4 Layer once" in str(w.message)]
+    assert len(messages) == 1 and "Error" in messages[0], [str(w.message) for w in caught]  # names the error
+    assert result.report.traced_once == "" and count >= 4
+
+
+def test_the_model_and_its_classes_are_left_as_they_were():
+    model = Stack([Layer() for _ in range(3)])
+    with traced_once(model) as marked:
+        assert marked == "3 Layer" and Layer.__dict__["forward"] is not UNMARKED
+    assert Layer.__dict__["forward"] is UNMARKED and all("forward" not in vars(layer) for layer in model.layers)
+
+    class Inherited(Layer):
+        pass
+
+    with traced_once(Stack([Inherited(), Inherited()])):
+        assert "forward" in vars(Inherited)
+    assert "forward" not in vars(Inherited)  # the base's forward shows through again
+
+
+def test_only_the_outermost_stacks_are_marked():
+    class WithExperts(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.experts = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(3))
+
+    model = torch.nn.Module()
+    model.layers = torch.nn.ModuleList([WithExperts(), WithExperts(), torch.nn.Linear(4, 4)])
+    assert stacked_layers(model) == list(model.layers)[:2]  # not the experts, not the one of its kind
+    assert stacked_layers(torch.nn.Sequential(torch.nn.Linear(4, 4))) == []
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_each_architecture_traced_once_equals_eager(name):
+    pytest.importorskip("transformers")
+    model = tiny_decoder(name, layers=4)
+    ids = torch.randint(0, 128, (2, 8), generator=torch.Generator().manual_seed(1))
+    torch.compiler.reset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to the whole trace
+        result = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False}, compiler="eager", cache_dir=None)
+    assert result.report.traced_once.startswith("4 ")
+    assert_equal_to_eager(lambda ids: result(input_ids=ids, use_cache=False).logits, logits_fn(model))
