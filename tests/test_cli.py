@@ -433,3 +433,37 @@ def test_bench_vllm_targets_and_table_from_the_runs():
     assert "| 4 | 10.0 ms | 2.5 ms (0.25x) | 20.0 s | 19.0 s (0.95x) | 5.0 s | 4.8 s (0.96x) | 3 / 3 | yes |" in (
         format_table(runs)
     )
+
+
+def test_the_anchors_bench_table_and_targets():
+    from fxsplit.tools.anchors_bench import AnchorResult, format_table, target_checks
+
+    def results(layers, cold, warm, steady):
+        return [
+            AnchorResult(mode, layers, run, seconds, dict(zip((2, 8, 64), steady[mode])) if run == "warm" else {})
+            for mode in cold
+            for run, seconds in (("cold", cold[mode]), ("warm", warm[mode]))
+        ]
+
+    cold = {"whole-graph": 100.0, "regional": 13.0, "backend": 19.0, "fxsplit.compile": 16.0}
+    warm = {"whole-graph": 60.0, "regional": 8.0, "backend": 10.0, "fxsplit.compile": 1.2}
+    steady = {
+        "whole-graph": (24, 26, 60),
+        "regional": (31, 32, 70),
+        "backend": (25, 26, 56),
+        "fxsplit.compile": (25, 27, 56),
+    }
+    measured = results(28, cold, warm, steady) + results(2, {m: 10.0 for m in cold}, warm, steady)
+    checks = dict(target_checks(measured))
+    assert checks["28 layers: fxsplit.compile cold <= 1x regional at 28 layers cold (1.23x)"] is False
+    assert checks["28 layers: fxsplit.compile cold <= 1.3x fxsplit.compile at 2 layers cold (1.60x)"] is False
+    assert checks["28 layers: backend cold <= 1.5x regional at 28 layers cold (1.46x)"] is True
+    assert checks["28 layers: fxsplit.compile warm <= 0.5x regional at 28 layers warm (0.15x)"] is True
+    assert checks["28 layers: backend steady at 2 tokens <= 1.05x whole-graph (1.04x)"] is True
+    assert checks["28 layers: fxsplit.compile steady at 8 tokens <= 0.85x regional (0.84x)"] is True
+    assert "| 28 | fxsplit.compile | 16.0 | 1.2 | 1.23x | 0.16x | 25.0 / 27.0 / 56.0 |" in format_table(measured)
+
+
+def test_the_anchors_bench_runs_with_one_thread(capsys):
+    assert cli.main(["bench", "--anchors", "--threads", "2"]) == 2
+    assert "--anchors runs with one thread" in capsys.readouterr().err

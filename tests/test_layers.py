@@ -8,9 +8,9 @@ import warnings
 
 import pytest
 import torch
+from test_zoo import ZOO
 from torch._dynamo.comptime import comptime
 from zoo import assert_equal_to_eager, logits_fn, tiny_decoder
-from test_zoo import ZOO
 
 import fxsplit
 from fxsplit.compilation.layers import stacked_layers, traced_once

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -67,6 +68,8 @@ def _bench(args: argparse.Namespace) -> int:
         return _steady_bench(args)
     if args.generate:
         return _generate_bench(args)
+    if args.anchors:
+        return _anchors_bench(args)
     if args.compile:
         return _compile_bench(args)
     from . import bench
@@ -134,6 +137,19 @@ def _generate_bench(args: argparse.Namespace) -> int:
         raise UsageError("--generate runs with one thread, as its targets are set; leave out --threads")
     results = generate_bench.run(args.layers or generate_bench.LAYERS, progress=not args.json)
     _print_results(results, generate_bench.target_checks(results), generate_bench.format_table(results), args)
+    return 0
+
+
+def _anchors_bench(args: argparse.Namespace) -> int:
+    from . import anchors_bench
+
+    if args.threads != 1:
+        raise UsageError("--anchors runs with one thread, as its targets are set; leave out --threads")
+    if importlib.util.find_spec("transformers") is None:
+        print("fxsplit: --anchors compiles a HuggingFace Llama; pip install transformers", file=sys.stderr)
+        return 0
+    results = anchors_bench.run(args.layers or anchors_bench.LAYERS, progress=not args.json)
+    _print_results(results, anchors_bench.target_checks(results), anchors_bench.format_table(results), args)
     return 0
 
 
@@ -329,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fxsplit inside real vLLM: both splits on vLLM's graph, and vLLM's cold and warm compile, stock "
         "against fxsplit (4 and 28 layers; needs vLLM, see --vllm-python)",
+    )
+    modes.add_argument(
+        "--anchors",
+        action="store_true",
+        help="a HuggingFace Llama's cold start, warm start and steady state: whole-graph torch.compile, regional "
+        "compilation, backend='fxsplit' and fxsplit.compile (default 2 and 28 layers; needs transformers)",
     )
     bench.add_argument("--vllm-python", metavar="PATH", help="with --vllm: a Python that imports vLLM")
     bench.add_argument("--reps", type=_positive, default=7, help="timed repetitions per variant (default 7)")

@@ -12,13 +12,15 @@ import tempfile
 from typing import Any
 
 
-def run_fresh(module: str, *args: str, fxsplit_cache: str | None = None) -> dict[str, Any]:
+def run_fresh(
+    module: str, *args: str, fxsplit_cache: str | None = None, inductor_cache: str | None = None
+) -> dict[str, Any]:
     """Run ``python -m module args`` in a fresh process and return the JSON object it
-    prints on its last line."""
+    prints on its last line; the caches are empty ones of its own unless named."""
     with tempfile.TemporaryDirectory(prefix="fxsplit-bench-") as scratch:
         env = {
             **os.environ,
-            "TORCHINDUCTOR_CACHE_DIR": scratch,
+            "TORCHINDUCTOR_CACHE_DIR": inductor_cache or scratch,
             "TRITON_CACHE_DIR": os.path.join(scratch, "triton"),
             "FXSPLIT_CACHE_DIR": fxsplit_cache or os.path.join(scratch, "fxsplit"),
         }
