@@ -208,7 +208,7 @@ def test_a_job_compiles_in_the_grad_mode_of_the_call_that_made_it(monkeypatch):
     assert torch.is_grad_enabled()
     compile_size(kept.jobs[0])  # as a worker runs it
     assert modes == [False]  # the model was called under no_grad
-    assert len(kept.jobs) == 1
+    assert [list(job.fixed.values()) for job in kept.jobs] == [[], [4]]  # the general version, then size 4
 
 
 def test_default_workers_compile_the_sizes_and_nothing_after_the_first_call(in_process, tmp_path):
@@ -290,8 +290,8 @@ def test_a_worker_without_the_callers_cache_compiles_in_its_own_and_creates_noth
     linear = torch.nn.Linear(8, 8).eval()
     with torch.no_grad():
         torch.compile(linear, backend=backend, dynamic=True)(torch.randn(6, 8))
-    (job,) = kept.jobs
-    assert job.cache_root == str(cache)
+    _, job = kept.jobs  # the general version, then size 4
+    assert job.cache_root == str(cache) and job.fixed
     elsewhere = tmp_path / "another machine's view"
     remote = dataclasses.replace(job, cache_root=str(elsewhere / "cache"))
     x = torch.randn(4, 8)
@@ -305,3 +305,69 @@ def test_a_worker_without_the_callers_cache_compiles_in_its_own_and_creates_noth
         compiled = _compat.persistent_compiler().deserialize(compile_size(remote))
         torch.testing.assert_close(compiled(*args)[0], linear(x))
     assert not elsewhere.exists()
+
+
+def test_the_general_versions_compile_in_workers_beside_this_process(tmp_path):
+    # three distinct pieces, a worker started and idle: it takes the first, this process the last
+    from fxsplit.compilation.workers import shared_pool
+
+    shared_pool(1, None).submit(os.getpid).result(timeout=300)
+    model, outputs, backend = compile_with(None, cache_dir=tmp_path / "cache", sizes=[])
+    compiled = [row for row in backend.report.rows if row.kind == "compute" and not row.shared_with]
+    assert len(compiled) == 3 and compiled[0].worker and not compiled[-1].worker
+    assert backend.report.compiler_calls == 3 and backend.report.cache_misses == 3
+    assert "w, compiled in a worker" in backend.report.format()
+
+
+def test_a_general_version_that_assumed_a_size_compiles_here(monkeypatch, caplog):
+    from fxsplit.compilation import workers
+
+    def guarded(job):
+        raise workers.GuardedCompile(f"the compile of {job.piece} assumed Eq(s0, 16)")
+
+    kept = Keep()
+    linear = torch.nn.Linear(8, 8).eval()
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compile_workers=kept, cache_dir=None)
+    monkeypatch.setattr(Keep, "submit", lambda self, fn, job: _failed(guarded, job, self.jobs))
+    with caplog.at_level(logging.INFO, logger="fxsplit"), torch.no_grad():
+        x = torch.randn(6, 8)
+        torch.testing.assert_close(torch.compile(linear, backend=backend, dynamic=True)(x), linear(x))
+    assert len(kept.jobs) == 1 and not kept.jobs[0].fixed
+    assert "general version compiles here, not in a worker: the compile of submod_0 assumed Eq(s0, 16)" in caplog.text
+    (row,) = backend.report.rows
+    assert not row.worker and backend.report.compiler_calls == 1
+
+
+def _failed(fn, job, jobs):
+    jobs.append(job)
+    future = Future()
+    future.set_running_or_notify_cancel()  # started: this process waits for it rather than take it
+    try:
+        fn(job)
+    except Exception as error:
+        future.set_exception(error)
+    return future
+
+
+def test_a_general_compile_that_assumes_nothing_is_accepted_and_one_that_does_is_refused(monkeypatch):
+    from fxsplit.compilation import workers
+
+    kept = Keep()
+    linear = torch.nn.Linear(8, 8).eval()
+    with torch.no_grad():
+        torch.compile(
+            linear, backend=fxsplit.PiecewiseBackend([ATTENTION], compile_workers=kept, cache_dir=None), dynamic=True
+        )(torch.randn(6, 8))
+    (job,) = kept.jobs
+    assert workers.compile_general(job)  # a linear layer assumes nothing about its size
+    real = workers._compiled
+
+    def assuming(job):
+        blob, shape_env = real(job)
+        (symbol,) = shape_env.var_to_val
+        shape_env.guards.append(type("Guard", (), {"expr": symbol > 4})())
+        return blob, shape_env
+
+    monkeypatch.setattr(workers, "_compiled", assuming)
+    with pytest.raises(workers.GuardedCompile, match=r"the compile of submod_0 assumed s\d+ > 4"):
+        workers.compile_general(job)

@@ -45,7 +45,7 @@ from .dump import readable_code, write_dump
 from .examples import describe, fake_inputs
 from .graph_bytes import graph_to_bytes
 from .report import CompileReport, PieceRow, Progress, Specialisation
-from .workers import CompileWorkers, SizeJob, WorkerDied, compile_size, default_workers, shared_pool
+from .workers import CompileWorkers, SizeJob, WorkerDied, compile_general, compile_size, default_workers, shared_pool
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,10 @@ class PiecewiseBackend:
             compiles a graph of its own and never reaches this dispatch.
         lazy: compile each size of ``compile_sizes`` when a call of that size first
             arrives, instead of during the first call.
-        compile_workers: where the sizes of ``compile_sizes`` are compiled (Inductor
-            only; the general versions are compiled here, from Dynamo's trace): a
+        compile_workers: where the distinct pieces' general versions and the sizes of
+            ``compile_sizes`` are compiled (Inductor only; a general version whose
+            compile in a worker assumes anything about the sizes, which only Dynamo's
+            trace could guard, is compiled here instead): a
             number of worker processes (0: all in this process), any
             ``concurrent.futures.Executor`` (a ``ProcessPoolExecutor``, Dask's
             ``Client.get_executor()``; not a ``ThreadPoolExecutor``, as Inductor
@@ -280,13 +282,38 @@ class PiecewiseBackend:
         started = time.perf_counter()
         size_at = _size_at(fakes, dispatch)
         signature = describe(fakes)
-        # the sizes go to the workers first, so that they compile while this process compiles the general version
+        # the general version, then the sizes, go to the workers first, so that they compile while this
+        # process compiles what no worker has taken
+        general_job = self._submit_general(item, signature, key, row, len(sized))
         work = (
             []
             if self.lazy or size_at is None or dispatch is None
-            else self._submit_sizes(item, signature, key, dispatch, len(sized))
+            else self._submit_sizes(item, signature, key, dispatch, len(sized) + len(general_job))
         )
-        general = self._compiled(
+
+        def specialise(size: SizeKey) -> Callable[..., Any]:
+            assert dispatch is not None
+            return self._specialise(item, signature, report, key, dispatch, size) or runner.general
+
+        runner = PieceRunner(
+            item.submod_name, _not_compiled, size_at, self.compile_sizes, specialise, InputLayouts(signature)
+        )
+        for w in (*general_job, *work):
+            w.runner = runner
+        if general_job:
+            general_job[0].inputs = inputs
+        else:
+            runner.general = self._general_here(item, inputs, key, report)
+        sized.extend((*general_job, *work))
+        row.seconds = time.perf_counter() - started
+        if key is not None:
+            runners[key] = (item.submod_name, runner)
+        return row, runner
+
+    def _general_here(self, item: SplitItem, inputs: list[Any], key: Hashable | None, report: CompileReport) -> Any:
+        """The piece's general version, compiled (or loaded) here, from Dynamo's trace."""
+        piece = item.graph
+        return self._compiled(
             item,
             report,
             key,
@@ -294,21 +321,6 @@ class PiecewiseBackend:
             in_memory=partial(self.compiler, piece, inputs),
             persistent=lambda store: store.compile(piece, inputs),
         )
-
-        def specialise(size: SizeKey) -> Callable[..., Any]:
-            assert dispatch is not None
-            return self._specialise(item, signature, report, key, dispatch, size) or general
-
-        runner = PieceRunner(
-            item.submod_name, general, size_at, self.compile_sizes, specialise, InputLayouts(signature)
-        )
-        for w in work:
-            w.runner = runner
-        sized.extend(work)
-        row.seconds = time.perf_counter() - started
-        if key is not None:
-            runners[key] = (item.submod_name, runner)
-        return row, runner
 
     def _capture(
         self, split: GraphModule, compute: list[SplitItem], top_level: dict[str, Any], dispatch: str | None
@@ -352,14 +364,13 @@ class PiecewiseBackend:
         first graph, so that their start-up (importing torch and Inductor and, without
         CUDA, Inductor's CPU probe: seconds) overlaps with the caller's own work, such
         as Dynamo's trace, and the caller's first compile finds the probe done. Does nothing
-        where no worker would be used (no ``compile_sizes``, ``lazy``, 0 workers, a
-        compiler other than Inductor)."""
-        self._workers(len(self.compile_sizes))
+        where no worker would be used (0 workers, a compiler other than Inductor)."""
+        self._workers(max(2, len(self.compile_sizes)))
 
     def _workers(self, jobs: int) -> Executor | None:
-        """Where ``jobs`` size jobs compile, started or grown for them; None: here."""
+        """Where ``jobs`` jobs compile, started or grown for them; None: here."""
         store = self._persistent
-        if self.lazy or not self.compile_sizes or store is None or store.compile_with is None or jobs < 1:
+        if store is None or store.compile_with is None or jobs < 1:
             return None
         if isinstance(self.compile_workers, Executor):
             return self.compile_workers
@@ -371,6 +382,29 @@ class PiecewiseBackend:
     def _cache_root(self) -> str | None:
         """The cache's directory as a job names it (None: no cache)."""
         return str(self.cache.root) if self.cache is not None else None
+
+    def _submit_general(
+        self, item: SplitItem, signature: Signature | None, key: Hashable | None, row: PieceRow, submitted: int
+    ) -> list[_SizeWork]:
+        """The piece's general version sent to a worker, where one can compile it: not
+        one the cache holds (it loads here), nor one whose inputs cannot be described
+        outside Dynamo. A lifted float is read at run time there (see
+        :mod:`fxsplit.compilation.examples`), where here Dynamo may specialise it."""
+        cache = self.cache
+        if signature is None:
+            return []
+        if cache is not None and key is not None and self._cached(cache, key, None):
+            return []
+        executor = self._workers(submitted + 2)  # this piece and the one this process compiles meanwhile
+        if executor is None:
+            return []
+        work = _SizeWork(item, signature, key, "", None, row=row)
+        work.submitted = time.perf_counter()
+        job = SizeJob(
+            item.submod_name, graph_to_bytes(item.graph), signature, {}, self._cache_root, torch.is_grad_enabled()
+        )
+        work.future = executor.submit(compile_general, job)
+        return [work]
 
     def _submit_sizes(
         self, item: SplitItem, signature: Signature | None, key: Hashable | None, symbol: str, submitted: int
@@ -388,6 +422,7 @@ class PiecewiseBackend:
         graph = graph_to_bytes(item.graph)  # here, not in the executor's thread, while this one compiles the graph
         root, grad = self._cache_root, torch.is_grad_enabled()
         for w in jobs:
+            assert w.size is not None
             w.submitted = time.perf_counter()
             w.future = executor.submit(
                 compile_size, SizeJob(item.submod_name, graph, signature, {symbol: w.size}, root, grad)
@@ -395,8 +430,8 @@ class PiecewiseBackend:
         return work
 
     def _finish_sizes(self, sized: list[_SizeWork], report: CompileReport) -> None:
-        """Every size of every new piece compiled: here, the jobs no worker has started
-        (the last first, as workers take the first), then the workers' results."""
+        """Every version sent to the workers compiled: here, the jobs no worker has
+        started (the last first, as workers take the first), then the workers' results."""
         for work in reversed(sized):
             if work.future is None or work.future.cancel():
                 work.future = None
@@ -409,29 +444,41 @@ class PiecewiseBackend:
     def _size_here(self, work: _SizeWork, report: CompileReport) -> None:
         runner = work.runner
         assert runner is not None
+        if work.size is None:
+            assert work.row is not None and work.inputs is not None
+            started = time.perf_counter()
+            runner.general = self._general_here(work.item, work.inputs, work.key, report)
+            work.row.seconds += time.perf_counter() - started
+            return
         version = self._specialise(work.item, work.signature, report, work.key, work.symbol, work.size)
         runner.specialised[work.size] = version or runner.general
 
     def _size_from_worker(self, work: _SizeWork, report: CompileReport) -> None:
         assert work.future is not None and work.runner is not None and self._persistent is not None
         name, size = work.item.submod_name, work.size
+        what = "its general version" if size is None else named(size)
         try:
             blob = work.future.result()
         except (WorkerDied, BrokenExecutor) as error:
-            log.warning(
-                "fxsplit: the worker compiling %s for %s died (%s); compiling it here", name, named(size), error
-            )
+            log.warning("fxsplit: the worker compiling %s for %s died (%s); compiling it here", name, what, error)
             self._size_here(work, report)
             return
         except Exception as error:
+            if size is None:  # refused (an assumption only Dynamo's trace can guard) or failed there: here, it may not
+                log.info("fxsplit: %s's general version compiles here, not in a worker: %s", name, error)
+                self._size_here(work, report)
+                return
             path = _write_code(work.item)
             raise PieceCompileError(
-                f"{self.compiler_name} failed to compile {name} for {named(size)} in a worker: {error}. "
-                f"Its code is in {path}"
+                f"{self.compiler_name} failed to compile {name} for {what} in a worker: {error}. Its code is in {path}"
             ) from error
         cache = self.cache
         with cache.compiler_context() if cache is not None else nullcontext():
-            compiled = work.runner.specialised[size] = self._persistent.deserialize(blob)
+            compiled = self._persistent.deserialize(blob)
+        if size is None:
+            work.runner.general = compiled
+        else:
+            work.runner.specialised[size] = compiled
         report.compiler_calls += 1
         entry = self._entry(work.key, size) if work.key is not None else None
         if cache is not None and entry is not None:
@@ -439,9 +486,12 @@ class PiecewiseBackend:
             self._save(cache, entry, work.item, blob, size)
         self._keep(compiled, blob)
         seconds = time.perf_counter() - work.submitted
-        report.specialisations.append(Specialisation(name, size, seconds, worker=True))
+        if work.row is not None:
+            work.row.seconds, work.row.worker = seconds, True
+        else:
+            report.specialisations.append(Specialisation(name, size, seconds, worker=True))  # type: ignore[arg-type]
 
-    def _cached(self, cache: PieceCache, key: Hashable, size: SizeKey) -> bool:
+    def _cached(self, cache: PieceCache, key: Hashable, size: SizeKey | None) -> bool:
         entry = self._entry(key, size)
         return entry is not None and entry in cache
 
@@ -589,19 +639,26 @@ class PiecewiseBackend:
 
 @dataclass
 class _SizeWork:
-    """One piece to compile for one size: in a worker (``future``) or here."""
+    """One version of a piece to compile, in a worker (``future``) or here: for one
+    size, or the general version (``size`` None, with its ``row`` and ``inputs``)."""
 
     item: SplitItem
     signature: Signature | None
     key: Hashable | None
     symbol: str
-    size: SizeKey
+    size: SizeKey | None
     future: Future[bytes] | None = None
     submitted: float = 0.0
     runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version
+    row: PieceRow | None = None
+    inputs: list[Any] | None = None
 
 
 _last: tuple[list[CompileReport], str] | None = None
+
+
+def _not_compiled(*args: Any) -> Any:
+    raise AssertionError("fxsplit: a piece ran before its general version was compiled")
 
 
 def last_report() -> CompileReport | None:

@@ -60,19 +60,19 @@ def traced_once(model: torch.nn.Module) -> Iterator[str | None]:
     # a source the saved guards would look for there, in processes that never mark it
     own = {kind: vars(kind).get("forward") for kind in kinds}
     for kind, count in kinds.items():
-        kind.forward = _marked(mark, kind, count)  # type: ignore[method-assign]
+        kind.forward = _marked(mark, kind, count)
     try:
         with regions:
             yield ", ".join(f"{count} {kind.__name__}" for kind, count in kinds.items())
     finally:
         for kind, forward in own.items():
             if forward is None:
-                del kind.forward  # inherited: the base's forward shows through again
+                delattr(kind, "forward")  # inherited: the base's forward shows through again
             else:
-                kind.forward = forward  # type: ignore[method-assign]
+                kind.forward = forward
 
 
-def _marked(mark: Callable[..., Any], kind: type, count: int) -> Callable[..., Any]:
+def _marked(mark: Callable[..., Any], kind: type[torch.nn.Module], count: int) -> Callable[..., Any]:
     """One marked forward for every layer of ``kind`` (Dynamo reuses a trace for calls
     of the same function); a function of fxsplit's own, as marking sets attributes on
     the function it is given and the class's must stay as it is."""

@@ -26,6 +26,7 @@ class PieceRow:
     shared_with: str | None = None
     seconds: float = 0.0
     graph: int = 0  # which of the backend's graphs (Dynamo may hand it several)
+    worker: bool = False  # compiled in a worker process: ``seconds`` run from the job's submission
 
     @property
     def compiled(self) -> bool:
@@ -120,7 +121,7 @@ class CompileReport:
             f"  {'piece':14} {'kind':9} {'nodes':>5} {'hash':16} {'compile':>9}  shared with",
         ]
         for r in self.rows:
-            seconds = f"{r.seconds:8.2f}s" if r.compiled else "-"
+            seconds = f"{r.seconds:8.2f}{'w' if r.worker else 's'}" if r.compiled else "-"
             name, twin = self._name(r.graph, r.name), self._name(r.graph, r.shared_with) if r.shared_with else ""
             lines.append(f"  {name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {twin}")
         waited = self._waited()
@@ -131,6 +132,8 @@ class CompileReport:
             lines.append(f"  {self.origin}: {stages}")
         if self.traced_once:
             lines.append(f"  traced once per kind of layer: {self.traced_once}")
+        if any(r.worker for r in self.rows):
+            lines.append("  compile column: w, compiled in a worker (seconds from submission)")
         lines.append(f"  {HASH_NOTE}")
         if self.specialisations:
             done = ", ".join(

@@ -1,9 +1,12 @@
-"""Compiling the sizes of ``compile_sizes`` in worker processes.
+"""Compiling pieces in worker processes: the sizes of ``compile_sizes``, and the
+general versions of a graph's distinct pieces, side by side.
 
 A piece compiled for one size is a job of its own: the piece's graph, the description
 of its inputs (:class:`~fxsplit.runtime.signature.Signature`, which pickles) and the
 size. :func:`compile_size` runs one anywhere fxsplit is installed and returns the
-compiled piece as bytes; the parent loads them. So any ``concurrent.futures.Executor``
+compiled piece as bytes; the parent loads them. A general version is the same job
+with no size fixed (:func:`compile_general`), refused where its compile assumed
+anything about the sizes, which only Dynamo's trace could have guarded. So any ``concurrent.futures.Executor``
 can run the jobs (a ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``), and
 :class:`WorkerPool` is fxsplit's own: processes started with ``python -m`` that never
 import the caller's ``__main__`` (as multiprocessing's spawn would, running a script
@@ -60,6 +63,11 @@ class WorkerDied(RuntimeError):
     """A worker process ended while it ran a job, twice."""
 
 
+class GuardedCompile(RuntimeError):
+    """A piece's general version assumed something about its sizes in a worker, where
+    no guard would check it; it must compile in the caller, inside Dynamo's trace."""
+
+
 class WorkerError(RuntimeError):
     """A job raised in a worker; the message holds the worker's error and traceback."""
 
@@ -79,6 +87,25 @@ class SizeJob:
 def compile_size(job: SizeJob) -> bytes:
     """The piece of ``job`` compiled with Inductor for its size, as the bytes that
     ``_compat.persistent_compiler().deserialize`` loads."""
+    return _compiled(job)[0]
+
+
+def compile_general(job: SizeJob) -> bytes:
+    """The piece of ``job`` compiled with Inductor for every size (``job.fixed``
+    empty), as :func:`compile_size` does, refused (:class:`GuardedCompile`) where the
+    compile assumed anything about the sizes: compiled in Dynamo's trace, as the
+    caller would otherwise compile it, that assumption would be a guard of Dynamo's,
+    checked at every call; here nothing would check it."""
+    blob, shape_env = _compiled(job)
+    guards = getattr(shape_env, "guards", None)
+    if guards is None or guards:
+        assumed = ", ".join(str(getattr(g, "expr", g)) for g in guards) if guards else "unknown: no guard list"
+        raise GuardedCompile(f"the compile of {job.piece} assumed {assumed}")
+    return blob
+
+
+def _compiled(job: SizeJob) -> tuple[bytes, Any]:
+    """(the compiled piece as bytes, the shape environment it was compiled in)"""
     store = _compat.persistent_compiler()
     made = fake_inputs(job.signature, job.fixed)
     if store is None or store.compile_with is None or made is None:
@@ -87,7 +114,7 @@ def compile_size(job: SizeJob) -> bytes:
     graph = graph_from_bytes(job.graph)
     _with_example_values(graph, fake_mode, examples)
     with _compiler_context(job.cache_root), torch.set_grad_enabled(job.grad):
-        return store.serialize(store.compile_with(graph, examples, fake_mode))
+        return store.serialize(store.compile_with(graph, examples, fake_mode)), fake_mode.shape_env
 
 
 def warm_up(cache_root: str | None) -> None:
