@@ -371,3 +371,28 @@ def test_a_general_compile_that_assumes_nothing_is_accepted_and_one_that_does_is
     monkeypatch.setattr(workers, "_compiled", assuming)
     with pytest.raises(workers.GuardedCompile, match=r"the compile of submod_0 assumed s\d+ > 4"):
         workers.compile_general(job)
+
+
+class GeneralOnly(Executor):
+    """Runs the general versions at once, as a worker that is done; leaves the sizes to
+    the caller (a pending job, which it cancels and compiles itself)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = Future()
+        if fn.__name__ == "compile_general":
+            future.set_running_or_notify_cancel()
+            future.set_result(fn(*args))
+        return future
+
+
+def test_a_size_that_falls_back_to_a_general_version_compiled_in_a_worker_runs_it(monkeypatch):
+    backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=[4], compile_workers=GeneralOnly(), cache_dir=None)
+    monkeypatch.setattr(backend, "_specialise", lambda *args: None)  # as where a size's inputs cannot be made
+    linear = torch.nn.Linear(8, 8).eval()
+    compiled = torch.compile(linear, backend=backend, dynamic=True)
+    with torch.no_grad():
+        for n in (6, 4):
+            x = torch.randn(n, 8)
+            torch.testing.assert_close(compiled(x), linear(x))
+    (row,) = backend.report.rows
+    assert row.worker

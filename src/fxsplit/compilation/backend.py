@@ -439,6 +439,10 @@ class PiecewiseBackend:
         for work in sized:
             if work.future is not None:
                 self._size_from_worker(work, report)
+        for work in sized:  # a size that fell back to a general version not compiled yet at the time
+            runner = work.runner
+            if runner is not None and work.size is not None and runner.specialised.get(work.size) is _not_compiled:
+                runner.specialised[work.size] = runner.general
         report.specialisations.sort(key=lambda s: (s.piece, order(s.size)))
 
     def _size_here(self, work: _SizeWork, report: CompileReport) -> None:
