@@ -24,12 +24,12 @@ ATTENTION = models.ATTENTION_OP_NAME
 
 def hide(monkeypatch: pytest.MonkeyPatch, *names: str) -> None:
     """Make ``_compat`` see a torch without the given private names."""
-    lookup = _compat._private
+    lookup = _compat.lookup.private
 
     def without(module: str, name: str):
         return None if name in names else lookup(module, name)
 
-    monkeypatch.setattr(_compat, "_private", without)
+    monkeypatch.setattr(_compat.lookup, "private", without)
 
 
 def test_lazy_base_is_torchs_lazy_module_when_present():
@@ -156,10 +156,10 @@ def test_float_symbol_test_with_and_without_torchs_helper(monkeypatch):
     import sympy
 
     float_symbol, size_symbol = sympy.Symbol("zf3"), sympy.Symbol("s3")
-    is_float = _compat._float_symbol_test()
+    is_float = _compat.dynamo._float_symbol_test()
     assert is_float(float_symbol) and not is_float(size_symbol)
     hide(monkeypatch, "symbol_is_type")
-    is_float = _compat._float_symbol_test()
+    is_float = _compat.dynamo._float_symbol_test()
     assert is_float(float_symbol) and not is_float(size_symbol)
 
 
@@ -418,7 +418,7 @@ def test_a_returning_pieces_entry_marks_its_outputs_dynamic_dims_as_torchs_wrapp
     assert getattr(out, marks) == {0, 1}
     torch.testing.assert_close(out, gm(*args)[0])
     # marks that cannot be read: the wrapper, which marks them itself
-    monkeypatch.setattr(_compat, "_output_marks", lambda generated, wrapper: None)
+    monkeypatch.setattr(_compat.aot_autograd, "_output_marks", lambda generated, wrapper: None)
     entry = _compat.direct_entry(compiled, mark_outputs=True)
     assert not entry.__qualname__.endswith(("call_and_mark", "call_inductor"))
     assert getattr(entry(*args)[0], marks) == {0, 1}
@@ -492,10 +492,10 @@ def runtime_wrapper_globals(compiled: Any) -> dict[str, Any]:
     function = vars(vars(compiled)["inner_fn"])["compiled_fn"]
     while getattr(function, "_torchdynamo_disable", False):
         function = function.__wrapped__
-    inner = _compat._closure(function)["compiled_fn"]
-    while "_codegen_runtime_wrapper" not in _compat._closure(inner):
+    inner = _compat.aot_autograd._closure(function)["compiled_fn"]
+    while "_codegen_runtime_wrapper" not in _compat.aot_autograd._closure(inner):
         inner = vars(inner)["compiled_fn"]
-    return _compat._closure(inner)["_codegen_runtime_wrapper"].__globals__
+    return _compat.aot_autograd._closure(inner)["_codegen_runtime_wrapper"].__globals__
 
 
 def test_a_modules_own_hooks_are_seen_and_assumed_where_torch_keeps_them_elsewhere(monkeypatch):

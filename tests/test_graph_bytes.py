@@ -76,8 +76,8 @@ def test_an_op_that_no_module_registers_is_named_with_the_fix(monkeypatch):
 def test_the_module_of_a_custom_op_from_torch_or_none(monkeypatch):
     assert _compat.op_module("fxsplit_test::split_here") == "conftest"
     assert _compat.op_module("aten::add") is None
-    lookup = _compat._private
-    monkeypatch.setattr(_compat, "_private", lambda m, n: None if n == "OPDEFS" else lookup(m, n))
+    lookup = _compat.lookup.private
+    monkeypatch.setattr(_compat.lookup, "private", lambda m, n: None if n == "OPDEFS" else lookup(m, n))
     assert _compat.op_module("fxsplit_test::split_here") is None
 
 

@@ -275,8 +275,8 @@ def test_the_header_is_checked_before_anything_is_unpickled(cache, tmp_path, cap
 
 
 def test_without_torchs_ahead_of_time_compile_it_runs_through_torch_compile(tmp_path, monkeypatch):
-    lookup = _compat._private
-    monkeypatch.setattr(_compat, "_private", lambda m, n: None if n == "AOTCompiledFunction" else lookup(m, n))
+    lookup = _compat.lookup.private
+    monkeypatch.setattr(_compat.lookup, "private", lambda m, n: None if n == "AOTCompiledFunction" else lookup(m, n))
     with pytest.warns(UserWarning, match="this torch has no ahead-of-time compile"):
         model, compiled = compiled_scaled(tmp_path)
     check(model, compiled)
