@@ -79,7 +79,7 @@ def record_pieces(monkeypatch):
         CAPTURED.extend(pieces)
         return capture_all(pieces, sizes, device)
 
-    monkeypatch.setattr("fxsplit.compilation.backend.capture_all", recording)
+    monkeypatch.setattr("fxsplit.runtime.cudagraphs.capture_all", recording)
 
 
 def test_a_size_is_padded_to_the_next_capture_size_and_none_above_the_largest():

@@ -387,7 +387,7 @@ class GeneralOnly(Executor):
 
 def test_a_size_that_falls_back_to_a_general_version_compiled_in_a_worker_runs_it(monkeypatch):
     backend = fxsplit.PiecewiseBackend([ATTENTION], compile_sizes=[4], compile_workers=GeneralOnly(), cache_dir=None)
-    monkeypatch.setattr(backend, "_specialise", lambda *args: None)  # as where a size's inputs cannot be made
+    monkeypatch.setattr(backend._versions, "specialise", lambda *args: None)  # as where a size's inputs cannot be made
     linear = torch.nn.Linear(8, 8).eval()
     compiled = torch.compile(linear, backend=backend, dynamic=True)
     with torch.no_grad():

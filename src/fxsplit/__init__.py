@@ -28,7 +28,7 @@ _HOMES = {
     "LazyGraphModule": ".split.lazy",
     "NotACacheDirError": ".compilation.cache",
     "PartitionCycleError": ".split.plan",
-    "PieceCompileError": ".compilation.backend",
+    "PieceCompileError": ".compilation.versions",
     "PieceRow": ".compilation.report",
     "PiecewiseBackend": ".compilation.backend",
     "SplitItem": ".split.splitters",
@@ -36,7 +36,7 @@ _HOMES = {
     "UnsafeCacheDirError": ".compilation.cache",
     "capture_graph": ".tools.capture",
     "compile": ".compilation.model",
-    "last_report": ".compilation.backend",
+    "last_report": ".compilation.report",
     "CompiledModel": ".compilation.model",
     "matcher": ".split.ops",
     "split_graph": ".split.splitters",
@@ -68,11 +68,12 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .compilation.backend import DEFAULT_SPLITTING_OPS, PieceCompileError, PiecewiseBackend, last_report
+    from .compilation.backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
     from .compilation.cache import NotACacheDirError, UnsafeCacheDirError
     from .compilation.compilers import COMPILER_NAMES
     from .compilation.model import ArtifactError, CompiledModel, compile
-    from .compilation.report import CompileReport, PieceRow
+    from .compilation.report import CompileReport, PieceRow, last_report
+    from .compilation.versions import PieceCompileError
     from .split.lazy import LazyGraphModule
     from .split.ops import SplittingOp, matcher
     from .split.plan import PartitionCycleError

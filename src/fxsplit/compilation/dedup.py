@@ -50,17 +50,6 @@ def input_signature(value: Any, rename: dict[sympy.Symbol, sympy.Symbol] | None 
     return (type(value).__name__, repr(value))
 
 
-def dispatch_symbol(gm: GraphModule) -> str | None:
-    """The size that compiled pieces dispatch on: the first dynamic size among the
-    graph's inputs, in Dynamo's order (a flat batch's token count; a (batch, sequence)
-    input's batch)."""
-    for node in gm.graph.find_nodes(op="placeholder"):
-        value = node.meta.get("example_value")
-        if isinstance(value, torch.SymInt) and isinstance(value.node.expr, sympy.Symbol):
-            return value.node.expr.name
-    return None
-
-
 def _canonical_symbols(example_inputs: Sequence[Any], dispatch: str | None) -> dict[sympy.Symbol, sympy.Symbol]:
     """Each size symbol of the inputs named by where it first appears (``dispatch``,
     the one the pieces dispatch on, by a name of its own): a renaming, one to one, so

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, TextIO
+
+import torch
 
 from ..runtime.sizes import SizeKey, short
 from .dedup import HASH_NOTE
@@ -192,3 +195,43 @@ class Progress:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+
+
+_last: tuple[list[CompileReport], str] | None = None
+
+
+def remember(reports: list[CompileReport], compiler: str) -> None:
+    """Make ``reports`` (a backend's, still growing) what :func:`last_report` combines:
+    the reports, not the backend and its compiled pieces."""
+    global _last
+    _last = (reports, compiler)
+
+
+def last_report() -> CompileReport | None:
+    """The report of the backend that compiled last in this process, such as the one
+    ``torch.compile(model, backend="fxsplit")`` made, which has no object of its own to
+    ask; None before any compile. It is complete once the first call has returned.
+
+    Example::
+
+        compiled = torch.compile(model, backend="fxsplit", dynamic=True)
+        compiled(*inputs)
+        print(fxsplit.last_report().format())
+    """
+    return CompileReport.combine(*_last) if _last is not None else None
+
+
+def time_first_call(module: torch.nn.Module, report: CompileReport) -> None:
+    """Record in ``report`` how long the first call of ``module`` ran, then forget it:
+    the hook removes itself, so later calls take nothing from it."""
+    started: list[float] = []
+
+    def before(module: Any, args: Any) -> None:
+        started.append(time.perf_counter())
+
+    def after(module: Any, args: Any, output: Any) -> None:
+        report.first_call_seconds = time.perf_counter() - started[0]
+        handles[0].remove()
+        handles[1].remove()
+
+    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import sympy
 import torch
 
+from .dynamic import token_dim
 from .signature import Signature, SizeSpec, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -280,3 +281,57 @@ def capture_all(pieces: Sequence[CapturedPiece], capture_sizes: Sequence[int], d
             first = False
     device.synchronize()
     return pool
+
+
+def capture_split(
+    split: torch.fx.GraphModule,
+    pieces: Sequence[tuple[str, Signature | None, list[Any], torch.fx.GraphModule]],
+    symbol: str | None,
+    capture_sizes: Sequence[int],
+    device: GraphDevice,
+    debug: bool = False,
+) -> None:
+    """Every compute piece of ``split`` captured as CUDA graphs and put in its place,
+    each instance with its own weights: ``pieces`` gives each one's name, the
+    signature of its inputs (None: they cannot be described, and it runs without
+    graphs), its inputs and its graph, whose outputs say where they hold the token
+    count ``symbol``."""
+    if symbol is None:
+        log.warning("fxsplit: the model has no dynamic size to capture CUDA graphs for; it runs without them")
+        return
+    reaching_output = pieces_reaching_output(split)
+    captured = []
+    for name, signature, inputs, graph in pieces:
+        if signature is None:
+            log.info("fxsplit: %s runs without CUDA graphs: its inputs cannot be described", name)
+            continue
+        outputs = graph.graph.find_nodes(op="output")[0].args[0]
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        captured.append(
+            CapturedPiece(
+                name,
+                split.__dict__[name],
+                signature,
+                symbol,
+                {i: v for i, v in enumerate(inputs) if isinstance(v, torch.nn.Parameter)},
+                [token_dim(node, symbol) for node in outputs],
+                device,
+                keep_outputs=name in reaching_output,
+                debug=debug,
+            )
+        )
+    capture_all(captured, capture_sizes, device)
+    for piece in captured:
+        if piece.graphs:
+            split.__dict__[piece.name] = piece
+
+
+def pieces_reaching_output(split: torch.fx.GraphModule) -> set[str]:
+    """The pieces whose outputs the split graph returns (directly or through getitem)."""
+    names: set[str] = set()
+    for node in split.graph.find_nodes(op="output")[0].all_input_nodes:
+        while node.op == "call_function" and node.all_input_nodes:
+            node = node.all_input_nodes[0]
+        if node.op == "call_module":
+            names.add(str(node.target))
+    return names

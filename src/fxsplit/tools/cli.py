@@ -235,8 +235,8 @@ def _inspect(args: argparse.Namespace) -> int:
     import torch
 
     from ..compilation.backend import DEFAULT_SPLITTING_OPS
-    from ..compilation.dedup import dispatch_symbol
     from ..compilation.dump import write_dump
+    from ..runtime.dynamic import dispatch_symbol
     from ..split.splitters import split_graph
     from . import inspection, models
     from .capture import capture_graph
