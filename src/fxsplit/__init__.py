@@ -27,7 +27,7 @@ _HOMES = {
     "CompileReport": ".compilation.report",
     "LazyGraphModule": ".split.lazy",
     "NotACacheDirError": ".compilation.cache",
-    "PartitionCycleError": ".split.plan",
+    "PartitionCycleError": ".split.order",
     "PieceCompileError": ".compilation.versions",
     "PieceRow": ".compilation.report",
     "PiecewiseBackend": ".compilation.backend",
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from .compilation.versions import PieceCompileError
     from .split.lazy import LazyGraphModule
     from .split.ops import SplittingOp, matcher
-    from .split.plan import PartitionCycleError
+    from .split.order import PartitionCycleError
     from .split.splitters import SplitItem, split_graph, split_module
     from .tools.capture import capture_graph
 

@@ -11,27 +11,23 @@ re-enter. Building graphs and modules from the plan is :mod:`fxsplit.split.piece
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Container, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import sympy
 import torch
-from sympy.logic.boolalg import BooleanAtom
 from torch.fx import Graph, Node
-from torch.fx.experimental.symbolic_shapes import free_symbols
 from torch.fx.node import map_arg
 
 from .. import _compat
+from .order import add_region_bounds, checked_original_order, decreasing, topological_order
+from .values import NOT_CONSTANT, constant_scalar, example_value, fast_free_symbols
 
 # Nodes whose effect is global state: when a piece boundary cuts through their region,
 # later pieces re-enter it (and earlier ones leave it), as torch's split_module does.
 GRAD_MODE_OPS, AUTOCAST_ENTER, AUTOCAST_EXIT = _compat.global_state_ops()
 GLOBAL_STATE_OPS = tuple(op for op in (*GRAD_MODE_OPS, AUTOCAST_ENTER, AUTOCAST_EXIT) if op is not None)
-
-
-class PartitionCycleError(RuntimeError):
-    """The assignment makes two partitions need each other's values."""
 
 
 class NodeRecord(NamedTuple):
@@ -78,7 +74,7 @@ class PiecePlan:
     prelude: list[Node] = field(default_factory=list)
     epilogue: list[tuple[Node, Node]] = field(default_factory=list)  # (exit, its enter)
     is_splitting: bool = False
-    # scalar nodes this piece computes for itself (see ``plan_split``'s ``recompute``)
+    # scalar nodes this piece computes for itself (see ``plan_split``'s ``recomputed``)
     recomputed: set[Node] = field(default_factory=set)
 
 
@@ -103,46 +99,6 @@ class SplitPlan:
         return [r for r in self.leaves if r.op == "get_attr"]
 
 
-def example_value(node: Node) -> Any:
-    meta = node.meta
-    value = meta.get("example_value")
-    return meta.get("val") if value is None else value
-
-
-def _free_symbols(value: Any) -> set[sympy.Symbol]:
-    """torch's ``free_symbols``, three times faster on the common cases (a strided
-    tensor or a SymInt), which a split asks about hundreds of times."""
-    if isinstance(value, torch.Tensor) and value.layout == torch.strided:
-        parts: tuple[Any, ...] = (*value.shape, *value.stride(), value.storage_offset())
-    elif isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-        parts = (value,)
-    else:
-        return set(free_symbols(value))
-    found: set[sympy.Symbol] = set()
-    for part in parts:
-        if isinstance(part, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-            found |= part.node.expr.free_symbols
-    return found
-
-
-_NOT_CONSTANT = object()
-
-
-def constant_scalar(value: Any) -> Any:
-    """The Python value of a scalar whose expression is a constant (a SymFloat that an
-    op specialised, a plain number), else ``_NOT_CONSTANT``."""
-    if isinstance(value, (bool, int, float)):
-        return value
-    if not isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
-        return _NOT_CONSTANT
-    expr = value.node.expr
-    if isinstance(value, torch.SymBool):
-        return bool(expr) if isinstance(expr, BooleanAtom) else _NOT_CONSTANT
-    if not isinstance(expr, sympy.Number):
-        return _NOT_CONSTANT
-    return int(expr) if isinstance(value, torch.SymInt) else float(expr)
-
-
 def _full_size_dims(node: Node) -> tuple[SizeDim | int, ...] | None:
     """Per-dim values of ``node`` if it is a full ``x.size()`` with a known shape."""
     if node.op != "call_method" or node.target != "size" or len(node.args) != 1 or node.kwargs:
@@ -162,59 +118,181 @@ def _full_size_dims(node: Node) -> tuple[SizeDim | int, ...] | None:
 
 def plan_split(
     source: Graph,
-    assign: Callable[[Node], Hashable],
+    assignment: Mapping[Node, Hashable],
     *,
     name_of: Callable[[Hashable], str] = str,
     topological: bool = False,
     decompose_sizes: bool = False,
-    splitting: Callable[[Hashable], bool] | None = None,
-    recompute: Callable[[Node], bool] | None = None,
+    splitting: Container[Hashable] = (),
+    recomputed: Container[Node] = (),
 ) -> SplitPlan:
-    """Plan a split of ``source``; ``assign(node)`` gives each computing node its partition.
+    """Plan a split of ``source``: ``assignment`` gives each computing node its partition.
 
-    ``assign`` is called exactly once per node other than placeholders, ``get_attr``,
-    the output and the nodes ``recompute`` selects. Pieces are called in order of first
-    appearance, or in topological order (torch's ``split_module`` order) with
-    ``topological=True``.
+    ``assignment`` holds every node other than placeholders, ``get_attr``, the output
+    and the nodes in ``recomputed``; partitions in ``splitting`` are splitting pieces.
+    Pieces are called in order of first appearance, or in topological order (torch's
+    ``split_module`` order) with ``topological=True``.
 
-    ``recompute(node)`` selects scalar nodes that no piece hands to another: each piece
-    that uses one computes it itself from its inputs (as a ``sym_size`` is), and one
-    whose value is a constant (a float an op specialised) becomes that constant in the
-    node that uses it. Scalars then never cross a piece boundary, so each piece compiles
-    on its own as it would inside the whole graph.
+    Nodes in ``recomputed`` are scalars that no piece hands to another: each piece that
+    uses one computes it itself from its inputs (as a ``sym_size`` is), and one whose
+    value is a constant (a float an op specialised) becomes that constant in the node
+    that uses it. Scalars then never cross a piece boundary, so each piece compiles on
+    its own as it would inside the whole graph.
+
+    The plan is made in three phases: each node is read once, in graph order, into the
+    piece that holds it (:meth:`_Planner.read`), which records the values it takes
+    from other pieces (:meth:`_Planner.use`); then the global-state regions that
+    pieces cut through get their re-entries and exits; then the pieces are ordered.
     """
-    pieces: dict[str, PiecePlan] = {}
-    piece_by_key: dict[Hashable, PiecePlan] = {}
-    piece_of: dict[Node, PiecePlan] = {}
-    snapshot: dict[Node, NodeRecord] = {}
-    leaves: list[NodeRecord] = []
-    symbol_binder: dict[sympy.Symbol, Node] = {}
-    symbols_of: dict[Value, list[sympy.Symbol]] = {}
-    size_dims: dict[Node, tuple[SizeDim | int, ...]] = {}
-    output_node: Node | None = None
+    planner = _Planner(assignment, name_of, decompose_sizes, splitting, recomputed)
+    for node in source.nodes:
+        planner.read(node)
+    return planner.plan(topological)
 
-    grad_regions: dict[Node, list[str]] = {}
-    autocast_regions: dict[Node, list[str]] = {}
-    autocast_exits: dict[Node, Node] = {}
-    keys_in_order: list[Hashable] = []
-    active_grad: Node | None = None
-    active_autocasts: dict[Node, None] = {}
-    recomputable: dict[Node, NodeRecord] = {}
-    constants: dict[Node, Any] = {}
-    output_records: list[NodeRecord] = []
-    output_recomputed: set[Node] = set()
 
-    def symbols(value: Value) -> list[sympy.Symbol]:
-        found = symbols_of.get(value)
-        if found is None:
-            v = value.meta.get("example_value") if isinstance(value, SizeDim) else example_value(value)
-            # torch orders by str(symbol); a Symbol's name is that string, without the printer
-            found = sorted(_free_symbols(v), key=operator.attrgetter("name")) if v is not None and symbol_binder else []
-            symbols_of[value] = found
-        return found
+class _Planner:
+    """The state of one plan while its graph is read: the pieces so far, which piece
+    makes each node, which node binds each size symbol, and the global-state regions
+    open at the node being read."""
 
-    def link(value: Value, producer: PiecePlan | None, user: PiecePlan | None) -> None:
-        """``user`` (None: the graph output) needs ``value`` made by ``producer``."""
+    def __init__(
+        self,
+        assignment: Mapping[Node, Hashable],
+        name_of: Callable[[Hashable], str],
+        decompose_sizes: bool,
+        splitting: Container[Hashable],
+        recomputed: Container[Node],
+    ) -> None:
+        self.assignment, self.name_of, self.splitting, self.recomputed = assignment, name_of, splitting, recomputed
+        self.decompose_sizes = decompose_sizes
+        self.pieces: dict[str, PiecePlan] = {}
+        self.piece_by_key: dict[Hashable, PiecePlan] = {}
+        self.piece_of: dict[Node, PiecePlan] = {}
+        self.snapshot: dict[Node, NodeRecord] = {}
+        self.leaves: list[NodeRecord] = []
+        self.symbol_binder: dict[sympy.Symbol, Node] = {}
+        self.symbols_of: dict[Value, list[sympy.Symbol]] = {}
+        self.size_dims: dict[Node, tuple[SizeDim | int, ...]] = {}
+        self.output_node: Node | None = None
+        self.keys_in_order: list[Hashable] = []
+        # scalars each user computes for itself, and those among them that are constants
+        self.recomputable: dict[Node, NodeRecord] = {}
+        self.constants: dict[Node, Any] = {}
+        self.output_records: list[NodeRecord] = []
+        self.output_recomputed: set[Node] = set()
+        # global-state regions: the pieces each spans, and the ones open now
+        self.grad_regions: dict[Node, list[str]] = {}
+        self.autocast_regions: dict[Node, list[str]] = {}
+        self.autocast_exits: dict[Node, Node] = {}
+        self.active_grad: Node | None = None
+        self.active_autocasts: dict[Node, None] = {}
+
+    # phase 1: each node into its piece
+
+    def read(self, node: Node) -> None:
+        """Record ``node`` as it is now, in the piece that holds it."""
+        op = node.op
+        meta = node.meta
+        value = meta.get("example_value")
+        if value is not None and isinstance(value, (torch.SymInt, torch.SymFloat)):
+            expr = value.node.expr
+            if isinstance(expr, sympy.Symbol) and expr not in self.symbol_binder:
+                self.symbol_binder[expr] = node
+        if op == "output":
+            self.output_node = node
+            for arg in node.all_input_nodes:
+                self.use(arg, None)
+            return
+        self.snapshot[node] = record = NodeRecord(node, op, node.target, node.args, node.kwargs, node.type, meta.copy())
+        if op == "placeholder" or op == "get_attr":
+            self.leaves.append(record)
+        elif node in self.recomputed:
+            self.recomputable[node] = record
+            constant = constant_scalar(example_value(node))
+            if constant is not NOT_CONSTANT:
+                self.constants[node] = constant
+        else:
+            self._place(node, record, self._piece(self.assignment[node]))
+
+    def _piece(self, key: Hashable) -> PiecePlan:
+        self.keys_in_order.append(key)
+        piece = self.piece_by_key.get(key)
+        if piece is None:
+            name = self.name_of(key)
+            piece = self.pieces.get(name)
+            if piece is None:
+                piece = self.pieces[name] = PiecePlan(name, f"submod_{name}", is_splitting=key in self.splitting)
+            self.piece_by_key[key] = piece
+        return piece
+
+    def _place(self, node: Node, record: NodeRecord, piece: PiecePlan) -> None:
+        """``node`` into ``piece``, with what it takes from other pieces; a global-state
+        node opens or closes a region instead of taking values."""
+        self.piece_of[node] = piece
+        name = piece.name
+        if node.op == "call_function" and node.target in GLOBAL_STATE_OPS:
+            self._region_bound(node, name)
+        else:
+            piece_of = self.piece_of
+            for arg in node.all_input_nodes:
+                if piece_of.get(arg) is not piece:
+                    self.use(arg, piece)
+        piece.records.append(self._with_constants(record) if self.constants else record)
+        if self.active_grad is not None:
+            self.grad_regions[self.active_grad].append(name)
+        for enter in self.active_autocasts:
+            self.autocast_regions[enter].append(name)
+
+    def _region_bound(self, node: Node, name: str) -> None:
+        """A grad-mode setter or an autocast enter or exit, in piece ``name``."""
+        target = node.target
+        if target in GRAD_MODE_OPS:
+            self.active_grad = node
+            self.grad_regions[node] = [name]
+        elif target is AUTOCAST_ENTER:
+            if any(isinstance(a, Node) for a in node.args):
+                raise ValueError(f"autocast node {node.name!r} takes graph values; split_module needs constants there")
+            self.active_autocasts[node] = None
+            self.autocast_regions[node] = [name]
+        else:
+            enter = node.args[0]
+            if not isinstance(enter, Node) or enter not in self.autocast_regions:
+                raise ValueError(f"autocast exit {node.name!r} does not name the autocast node it closes")
+            self.autocast_regions[enter].append(name)
+            self.active_autocasts.pop(enter, None)
+            self.autocast_exits[enter] = node
+
+    # the values a piece takes from others
+
+    def use(self, value: Node, user: PiecePlan | None) -> None:
+        """``user`` (None: the graph output) needs ``value``: recomputed there if it is a
+        recomputed scalar, taken per dimension if it is a full ``x.size()`` made
+        elsewhere, else taken as it is."""
+        if value in self.recomputable:
+            if value not in self.constants:
+                self._recompute_in(value, user)
+            return
+        producer = self.piece_of.get(value)
+        if producer is user:
+            return
+        dims = self.size_dims.get(value) if self.decompose_sizes else None
+        if dims is None and self.decompose_sizes and producer is not None:
+            dims = _full_size_dims(value)
+            if dims is not None:
+                self.size_dims[value] = dims
+                producer.records.extend(d for d in dims if isinstance(d, SizeDim))
+        if dims is None:
+            self._link(value, producer, user)
+            return
+        if user is not None:
+            user.size_views[value] = dims
+        for dim in dims:
+            if isinstance(dim, SizeDim):
+                self._link(dim, producer, user)
+
+    def _link(self, value: Value, producer: PiecePlan | None, user: PiecePlan | None) -> None:
+        """``user`` (None: the graph output) needs ``value`` made by ``producer``, and
+        the symbols its shape uses, from the pieces that bind them."""
         if producer is not None:
             producer.outputs[value] = None
             if user is not None:
@@ -226,14 +304,14 @@ def plan_split(
         if value in user.inputs:
             return
         user.inputs[value] = None
-        for symbol in symbols(value):
-            binder = symbol_binder.get(symbol)
+        for symbol in self._symbols(value):
+            binder = self.symbol_binder.get(symbol)
             if binder is None:
                 continue
-            if binder in recomputable:
-                use(binder, user)
+            if binder in self.recomputable:
+                self.use(binder, user)
                 continue
-            binder_piece = piece_of.get(binder)
+            binder_piece = self.piece_of.get(binder)
             if binder_piece is user:
                 continue
             user.inputs.setdefault(binder)
@@ -242,7 +320,29 @@ def plan_split(
                 binder_piece.dependents[user.name] = None
                 user.dependencies[binder_piece.name] = None
 
-    def with_constants(record: NodeRecord) -> NodeRecord:
+    def _symbols(self, value: Value) -> list[sympy.Symbol]:
+        found = self.symbols_of.get(value)
+        if found is None:
+            v = value.meta.get("example_value") if isinstance(value, SizeDim) else example_value(value)
+            # torch orders by str(symbol); a Symbol's name is that string, without the printer
+            bound = v is not None and self.symbol_binder
+            found = sorted(fast_free_symbols(v), key=operator.attrgetter("name")) if bound else []
+            self.symbols_of[value] = found
+        return found
+
+    def _recompute_in(self, node: Node, user: PiecePlan | None) -> None:
+        """``user`` (None: the stitching graph) computes the scalar ``node`` itself."""
+        done = user.recomputed if user is not None else self.output_recomputed
+        if node in done:
+            return
+        done.add(node)
+        for arg in node.all_input_nodes:
+            self.use(arg, user)
+        record = self._with_constants(self.recomputable[node])
+        (user.records if user is not None else self.output_records).append(record)
+
+    def _with_constants(self, record: NodeRecord) -> NodeRecord:
+        constants = self.constants
         if not any(arg in constants for arg in record.node.all_input_nodes):
             return record
 
@@ -251,230 +351,33 @@ def plan_split(
 
         return record._replace(args=map_arg(record.args, substitute), kwargs=map_arg(record.kwargs, substitute))
 
-    def recompute_in(node: Node, user: PiecePlan | None) -> None:
-        """``user`` (None: the stitching graph) computes the scalar ``node`` itself."""
-        done = user.recomputed if user is not None else output_recomputed
-        if node in done:
-            return
-        done.add(node)
-        for arg in node.all_input_nodes:
-            use(arg, user)
-        record = with_constants(recomputable[node])
-        (user.records if user is not None else output_records).append(record)
+    # phases 2 and 3: regions closed, pieces ordered
 
-    def use(value: Node, user: PiecePlan | None) -> None:
-        if value in recomputable:
-            if value not in constants:
-                recompute_in(value, user)
-            return
-        producer = piece_of.get(value)
-        if producer is user:
-            return
-        dims = size_dims.get(value) if decompose_sizes else None
-        if dims is None and decompose_sizes and producer is not None:
-            dims = _full_size_dims(value)
-            if dims is not None:
-                size_dims[value] = dims
-                producer.records.extend(d for d in dims if isinstance(d, SizeDim))
-        if dims is None:
-            link(value, producer, user)
-            return
-        if user is not None:
-            user.size_views[value] = dims
-        for dim in dims:
-            if isinstance(dim, SizeDim):
-                link(dim, producer, user)
-
-    for node in source.nodes:
-        op = node.op
-        meta = node.meta
-        value = meta.get("example_value")
-        if value is not None and isinstance(value, (torch.SymInt, torch.SymFloat)):
-            expr = value.node.expr
-            if isinstance(expr, sympy.Symbol) and expr not in symbol_binder:
-                symbol_binder[expr] = node
-        if op == "output":
-            output_node = node
-            for arg in node.all_input_nodes:
-                use(arg, None)
-            continue
-        snapshot[node] = record = NodeRecord(node, op, node.target, node.args, node.kwargs, node.type, meta.copy())
-        if op == "placeholder" or op == "get_attr":
-            leaves.append(record)
-            continue
-        if recompute is not None and recompute(node):
-            recomputable[node] = record
-            constant = constant_scalar(example_value(node))
-            if constant is not _NOT_CONSTANT:
-                constants[node] = constant
-            continue
-
-        key = assign(node)
-        keys_in_order.append(key)
-        piece = piece_by_key.get(key)
-        if piece is None:
-            name = name_of(key)
-            piece = pieces.get(name)
-            if piece is None:
-                piece = pieces[name] = PiecePlan(name, f"submod_{name}")
-                piece.is_splitting = splitting(key) if splitting is not None else False
-            piece_by_key[key] = piece
-        piece_of[node] = piece
-        name = piece.name
-
-        target = node.target
-        if op == "call_function" and target in GLOBAL_STATE_OPS:
-            if target in GRAD_MODE_OPS:
-                active_grad = node
-                grad_regions[node] = [name]
-            elif target is AUTOCAST_ENTER:
-                if any(isinstance(a, Node) for a in node.args):
-                    raise ValueError(
-                        f"autocast node {node.name!r} takes graph values; split_module needs constants there"
-                    )
-                active_autocasts[node] = None
-                autocast_regions[node] = [name]
-            else:
-                enter = node.args[0]
-                if not isinstance(enter, Node) or enter not in autocast_regions:
-                    raise ValueError(f"autocast exit {node.name!r} does not name the autocast node it closes")
-                autocast_regions[enter].append(name)
-                active_autocasts.pop(enter, None)
-                autocast_exits[enter] = node
-        else:
-            for arg in node.all_input_nodes:
-                if piece_of.get(arg) is not piece:
-                    use(arg, piece)
-        piece.records.append(with_constants(record) if constants else record)
-        if active_grad is not None:
-            grad_regions[active_grad].append(name)
-        for enter in active_autocasts:
-            autocast_regions[enter].append(name)
-
-    if active_autocasts:
-        raise ValueError(f"autocast region {next(iter(active_autocasts)).name!r} is never exited")
-    if output_node is None:
-        raise ValueError("the graph has no output node")
-
-    if (grad_regions or autocast_regions) and _decreasing(keys_in_order):
-        raise ValueError(
-            "autocast or set_grad_enabled regions need partitions in increasing order, as in torch's "
-            "split_module; assign every node a partition no lower than the one before it"
+    def plan(self, topological: bool) -> SplitPlan:
+        """The plan, once every node has been read."""
+        if self.active_autocasts:
+            raise ValueError(f"autocast region {next(iter(self.active_autocasts)).name!r} is never exited")
+        output_node = self.output_node
+        if output_node is None:
+            raise ValueError("the graph has no output node")
+        pieces = self.pieces
+        if (self.grad_regions or self.autocast_regions) and decreasing(self.keys_in_order):
+            raise ValueError(
+                "autocast or set_grad_enabled regions need partitions in increasing order, as in torch's "
+                "split_module; assign every node a partition no lower than the one before it"
+            )
+        add_region_bounds(pieces, self.grad_regions, self.autocast_regions, self.autocast_exits)
+        order = topological_order(pieces) if topological else checked_original_order(pieces)
+        constants = self.constants
+        output_args = output_node.args[0]
+        if constants:
+            output_args = map_arg(output_args, lambda arg: constants.get(arg, arg))
+        return SplitPlan(
+            pieces=[pieces[n] for n in order],
+            leaves=self.leaves,
+            snapshot=self.snapshot,
+            output_args=output_args,
+            output_uses=[n for n in output_node.all_input_nodes if n not in constants],
+            size_dims=self.size_dims,
+            output_records=self.output_records,
         )
-    _add_region_bounds(pieces, grad_regions, autocast_regions, autocast_exits)
-
-    order = _topological_order(pieces) if topological else _checked_original_order(pieces)
-    output_args = output_node.args[0]
-    if constants:
-        output_args = map_arg(output_args, lambda arg: constants.get(arg, arg))
-    return SplitPlan(
-        pieces=[pieces[n] for n in order],
-        leaves=leaves,
-        snapshot=snapshot,
-        output_args=output_args,
-        output_uses=[n for n in output_node.all_input_nodes if n not in constants],
-        size_dims=size_dims,
-        output_records=output_records,
-    )
-
-
-def _decreasing(keys: list[Hashable]) -> bool:
-    """Whether partition keys ever go down; keys that do not order are compared by
-    first appearance."""
-    try:
-        return any(a > b for a, b in zip(keys, keys[1:]))  # type: ignore[operator]
-    except TypeError:
-        position = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-        return any(position[a] > position[b] for a, b in zip(keys, keys[1:]))
-
-
-def _add_region_bounds(
-    pieces: dict[str, PiecePlan],
-    grad_regions: dict[Node, list[str]],
-    autocast_regions: dict[Node, list[str]],
-    autocast_exits: dict[Node, Node],
-) -> None:
-    """Re-enter each global-state region in the later pieces it spans; leave autocast
-    at the end of the earlier ones (in reverse order of entry)."""
-    for regions in (autocast_regions, grad_regions):
-        for node, names in regions.items():
-            for name in _later(names):
-                pieces[name].prelude.append(node)
-    for enter in reversed(autocast_regions):
-        for name in _earlier(autocast_regions[enter]):
-            pieces[name].epilogue.append((autocast_exits[enter], enter))
-
-
-def _later(names: list[str]) -> list[str]:
-    """Distinct region pieces after the first, in order."""
-    unique = list(dict.fromkeys(names))
-    return unique[1:]
-
-
-def _earlier(names: list[str]) -> list[str]:
-    """Distinct region pieces before the last, in order."""
-    unique = list(dict.fromkeys(names))
-    return unique[:-1]
-
-
-def _topological_order(pieces: dict[str, PiecePlan]) -> list[str]:
-    """torch ``split_module``'s partition order (a stack over ready partitions)."""
-    waiting = {name: dict(p.dependencies) for name, p in pieces.items()}
-    ready = [name for name, deps in waiting.items() if not deps]
-    order: list[str] = []
-    while ready:
-        name = ready.pop()
-        order.append(name)
-        for dependent in pieces[name].dependents:
-            waiting[dependent].pop(name, None)
-            if not waiting[dependent]:
-                ready.append(dependent)
-    if len(order) != len(pieces):
-        _raise_cycle(pieces, [n for n in pieces if n not in set(order)])
-    return order
-
-
-def _checked_original_order(pieces: dict[str, PiecePlan]) -> list[str]:
-    seen: set[str] = set()
-    for name, piece in pieces.items():
-        for dependency in piece.dependencies:
-            if dependency not in seen and dependency != name:
-                _topological_order(pieces)  # names the cycle if there is one
-                raise PartitionCycleError(
-                    f"partition {name!r} uses values from partition {dependency!r}, which comes "
-                    f"later in the graph; assign nodes so that partitions only use values "
-                    f"from partitions that appear before them, or split in topological order"
-                )
-        seen.add(name)
-    return list(pieces)
-
-
-def _raise_cycle(pieces: dict[str, PiecePlan], stuck: list[str]) -> None:
-    # Walk dependencies among the stuck partitions until one repeats: that is a cycle.
-    path = [stuck[0]]
-    stuck_set = set(stuck)
-    while True:
-        nxt = next(d for d in pieces[path[-1]].dependencies if d in stuck_set)
-        if nxt in path:
-            cycle = path[path.index(nxt) :] + [nxt]
-            break
-        path.append(nxt)
-    steps = []
-    for user, producer in zip(cycle, cycle[1:]):
-        value = next(v for v in pieces[producer].outputs if v in pieces[user].inputs)
-        steps.append(f"partition {user!r} uses {value.name!r} from partition {producer!r}")
-    raise PartitionCycleError(
-        "cycle exists between partitions: "
-        + "; ".join(steps)
-        + ". Change split_callback so that no two partitions need each other's values."
-    )
-
-
-def is_getitem_of_producer(node: Node) -> bool:
-    """A ``getitem`` on a computed value: it must live with its producer."""
-    return (
-        node.op == "call_function"
-        and node.target is operator.getitem
-        and isinstance(node.args[0], Node)
-        and node.args[0].op != "placeholder"
-    )

@@ -22,7 +22,8 @@ from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
 from .._compat import OpOverload, OpOverloadPacket
 from .ops import SplittingOp, matcher, packet_name
 from .pieces import NamingOptions, build_split_module
-from .plan import example_value, is_getitem_of_producer, plan_split
+from .plan import plan_split
+from .values import example_value, is_getitem_of_producer
 
 log = logging.getLogger(__name__)
 
@@ -188,13 +189,7 @@ def split_graph(
             "none of the splitting ops (%s) occurs in the graph; it stays one compute piece",
             ", ".join(is_splitting_op.described),
         )
-    plan = plan_split(
-        gm.graph,
-        assignment.__getitem__,
-        decompose_sizes=True,
-        splitting=splitting_ids.__contains__,
-        recompute=recomputed.__contains__,
-    )
+    plan = plan_split(gm.graph, assignment, decompose_sizes=True, splitting=splitting_ids, recomputed=recomputed)
     # named as vLLM's call of torch's split_module names them: inside a piece, nodes take names of
     # their own (``linear``, ``linear_1``), so identical layers are identical graphs to anything that
     # hashes them, node names included (vLLM's dedup, AOTAutograd's and Inductor's caches)
@@ -238,7 +233,9 @@ def split_module(
     def name_of(partition: Any) -> str:
         return f"{partition_affix}_{partition}" if partition_affix is not None else str(partition)
 
-    plan = plan_split(m.graph, split_callback, name_of=name_of, topological=not keep_original_order)
+    # torch's contract: the callback is called once per computing node, in graph order
+    assignment = {n: split_callback(n) for n in m.graph.nodes if n.op not in ("placeholder", "get_attr", "output")}
+    plan = plan_split(m.graph, assignment, name_of=name_of, topological=not keep_original_order)
     options = NamingOptions(
         keep_original_order=bool(keep_original_order),
         keep_original_node_name=bool(keep_original_node_name),
