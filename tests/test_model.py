@@ -19,7 +19,7 @@ from conftest import hf_llama
 
 import fxsplit
 from fxsplit import _compat
-from fxsplit.compilation import model as saved_model
+from fxsplit.compilation import artifact as saved_model
 from fxsplit.compilation.cache import ARTIFACT, META
 from fxsplit.tools import models
 

@@ -13,14 +13,8 @@ call, so that a HuggingFace model gives back its ``ModelOutput``, also after a l
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import inspect
-import json
 import logging
 import os
-import pickle
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -28,30 +22,25 @@ from typing import Any
 
 import torch
 
-from .. import __version__, _compat
+from .. import _compat
 from ..runtime.sizes import SizeKey
-from ..split.ops import SplittingOp, matcher
+from ..split.ops import SplittingOp
+from .artifact import Stale, artifact_key, load_artifact, save_artifact, serializable_guards
 from .backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
 from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
 from .compilers import Compiler
-from .layers import reads_marked_forward, traced_once
+from .layers import traced_once
 from .program import PiecewiseProgram
 from .report import CompileReport
 from .workers import CompileWorkers
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: compile_sizes may hold ranges
-MAGIC = b"FXSPLIT-MODEL\n"
 LOAD_ONLY_ENV = "FXSPLIT_LOAD_ONLY"
 
 
 class ArtifactError(RuntimeError):
     """A saved model cannot be used, and ``load_only`` forbids compiling it again."""
-
-
-class _Stale(Exception):
-    """A saved model that must not be used; the message says why."""
 
 
 def compile(
@@ -116,8 +105,9 @@ def compile(
     if data is not None:
         assert cache is not None
         try:
-            return _load(model, args, kwargs, data, cache, backend, dynamic, load_only, started)
-        except _Stale as stale:
+            function, spec, report = load_artifact(model, args, kwargs, data, cache, _flat_call.__globals__, started)
+            return CompiledModel(model, function, spec, report, backend, dynamic, load_only)
+        except Stale as stale:
             reason = str(stale)
             if not load_only:
                 cache.discard(key, f"not usable: {reason}")
@@ -205,47 +195,6 @@ def _flat_call(model: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, 
     return tuple(_compat.tree_flatten(model(*args, **kwargs))[0])
 
 
-def artifact_key(
-    model: torch.nn.Module,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    splitting_ops: list[SplittingOp],
-    backend: PiecewiseBackend,
-    dynamic: bool,
-) -> str:
-    """The cache key of a saved model: everything that decides what it compiles to."""
-    weights = [
-        (name, tuple(t.shape), str(t.dtype), t.device.type, t.requires_grad)
-        for name, t in (*model.named_parameters(), *model.named_buffers())
-    ]
-    leaves, spec = _compat.tree_flatten((args, kwargs))
-    inputs = [
-        ("tensor", str(v.dtype), v.device.type, v.dim(), v.requires_grad)
-        if isinstance(v, torch.Tensor)
-        else (type(v).__qualname__, repr(v))
-        for v in leaves
-    ]
-    autocast = [
-        (device, torch.is_autocast_enabled(device), str(torch.get_autocast_dtype(device))) for device in ("cpu", "cuda")
-    ]
-    parts = {
-        "format": FORMAT,
-        "versions": [__version__, torch.__version__, list(sys.version_info[:2])],
-        "model": f"{type(model).__module__}.{type(model).__qualname__}",
-        "weights": hashlib.sha256(repr(weights).encode()).hexdigest(),
-        "inputs": [str(spec), inputs],
-        "splitting_ops": matcher(splitting_ops).described,
-        "compiler": backend.compiler_name,
-        "compile_sizes": backend.compile_sizes.described(),
-        "dynamic": dynamic,
-        "grad": torch.is_grad_enabled(),
-        "autocast": autocast,
-        # everything Dynamo's global-state guard checks, torch's thread count among them: one entry each
-        "global_state": _compat.global_state(),
-    }
-    return hashlib.sha256(("model:" + json.dumps(parts, sort_keys=True)).encode()).hexdigest()
-
-
 def _compile(
     model: torch.nn.Module,
     args: tuple[Any, ...],
@@ -296,7 +245,7 @@ def _compile(
     )
     if cache is not None:
         saving = time.perf_counter()
-        _save(function, aot, spec, report, cache, key, f"{type(model).__module__}.{type(model).__qualname__}")
+        save_artifact(function, aot, spec, report, cache, key, f"{type(model).__module__}.{type(model).__qualname__}")
         report.stages["save"] = time.perf_counter() - saving
     log.info("%s", report.format())
     return CompiledModel(model, function, spec, report, backend, dynamic)
@@ -341,7 +290,7 @@ def _traced(
         fullgraph=True,
         dynamic=dynamic,
         backend=serializable_backend,
-        options={"guard_filter_fn": _serializable_guards},
+        options={"guard_filter_fn": serializable_guards},
     )
     for attempt in range(3):
         try:
@@ -360,110 +309,3 @@ def _in_memory(
     report = CompileReport(compiler=backend.compiler_name, origin="compiled")
     report.stages["setup"] = time.perf_counter() - started
     return CompiledModel(model, None, spec, report, backend, dynamic)
-
-
-def _serializable_guards(guards: Sequence[Any]) -> list[bool]:
-    """Keep every guard another process can check: shapes, dtypes, values. Guards on
-    object identity (a module object, a decorator's closure) mean nothing there, nor
-    do paths through a layer's forward as it was marked for the trace."""
-    unsupported = _compat.unserializable_guard_types()
-    return [
-        g.guard_type not in unsupported
-        and not unsupported.intersection(g.derived_guard_types)
-        and not reads_marked_forward(g.name)
-        for g in guards
-    ]
-
-
-def _save(
-    function: Any, aot: Any, spec: Any, report: CompileReport, cache: PieceCache, key: str, model_name: str
-) -> None:
-    try:
-        payload = pickle.dumps({"function": aot.serialize(function).serialized_data, "spec": spec})
-    except Exception as error:  # a piece that cannot be saved, such as an aot_eager one
-        log.warning(
-            "fxsplit.compile: could not save the compiled model (%s); it runs, and is compiled again next time", error
-        )
-        return
-    header = {
-        "format": FORMAT,
-        "fxsplit": __version__,
-        "torch": torch.__version__,
-        "python": list(sys.version_info[:2]),
-        "sources": [
-            [s.module, s.firstlineno, s.lastlineno, s.checksum]
-            for s in sorted(function.source_info().inlined_sources, key=lambda s: (s.module, s.firstlineno))
-        ],
-        "report": report.to_dict(),
-    }
-    data = MAGIC + json.dumps(header).encode() + b"\n" + payload
-    try:
-        cache.store(key, lambda path: path.write_bytes(data), {"model": model_name, "fxsplit": __version__})
-    except (OSError, RuntimeError) as error:
-        log.warning("fxsplit.compile: could not save the compiled model (%s); it is compiled again next time", error)
-
-
-def _load(
-    model: torch.nn.Module,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    data: bytes,
-    cache: PieceCache,
-    backend: PiecewiseBackend,
-    dynamic: bool,
-    load_only: bool,
-    started: float,
-) -> CompiledModel:
-    """The saved model in ``data``; raises _Stale, saying why, where it must not be used."""
-    header, payload = _header(data)
-    aot = _compat.aot_compiled_function()
-    if aot is None:
-        raise _Stale("this torch has no ahead-of-time compile to load it with")
-    for module_name, first, last, checksum in header["sources"]:
-        if _source_checksum(module_name, first, last) != checksum:
-            raise _Stale(f"the model's code changed since it was compiled ({module_name}, lines {first}-{last})")
-    read = time.perf_counter()
-    try:
-        with warnings.catch_warnings():  # torch's own deprecation, raised by unpickling its TreeSpec
-            warnings.filterwarnings("ignore", message=".*LeafSpec", category=FutureWarning)
-            saved = pickle.loads(payload)
-        _compat.register_serializable(PiecewiseProgram)
-        fake_mode, _ = _compat.fresh_fake_mode() or (None, None)
-        # unpickling the guards can record a guard (torch's ImportSource does), which needs a tracing context
-        with cache.compiler_context(), _compat.tracing_with(fake_mode):
-            function = aot.deserialize(saved["function"], _flat_call.__globals__)
-    except Exception as error:
-        raise _Stale(f"it does not load ({type(error).__name__}: {error})") from error
-    loaded = time.perf_counter()
-    if not function.guard_check(model, args, kwargs):
-        raise _Stale(f"its guards reject the example inputs ({_compat.guard_failure(function, (model, args, kwargs))})")
-    # what was compiled, as the first process did it; nothing compiled here
-    report = CompileReport.from_dict(header["report"])
-    report.compiler_calls = report.cache_hits = report.cache_misses = 0
-    report.compile_seconds, report.load_seconds = 0.0, loaded - read
-    report.origin = "loaded"
-    report.stages = {"read": read - started, "load": loaded - read, "guards": time.perf_counter() - loaded}
-    log.info("fxsplit.compile: loaded the compiled model in %.2f s", time.perf_counter() - started)
-    return CompiledModel(model, function, saved["spec"], report, backend, dynamic, load_only)
-
-
-def _header(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """The header of a saved model, checked before anything in it is unpickled."""
-    if not data.startswith(MAGIC):
-        raise _Stale("it is not a saved fxsplit model")
-    end = data.index(b"\n", len(MAGIC))
-    header = json.loads(data[len(MAGIC) : end])
-    theirs = (header.get("format"), header.get("fxsplit"), header.get("torch"), header.get("python"))
-    ours = (FORMAT, __version__, torch.__version__, list(sys.version_info[:2]))
-    if theirs != ours:
-        raise _Stale(f"it was saved by format/fxsplit/torch/python {theirs}, and this is {ours}")
-    return header, data[end + 1 :]
-
-
-def _source_checksum(module_name: str, first: int, last: int) -> str | None:
-    """The checksum Dynamo keeps of traced code, of the same lines as they are now."""
-    try:
-        lines = inspect.getsourcelines(importlib.import_module(module_name))[0][first - 1 : last - 1]
-    except (ImportError, OSError, TypeError):
-        return None
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
