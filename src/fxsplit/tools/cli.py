@@ -305,6 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fxsplit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_bench(commands)
+    _add_inspect(commands)
+    _add_cache(commands)
+    return parser
+
+
+def _add_bench(commands: Any) -> None:
     bench = commands.add_parser("bench", help="time fxsplit's splitter against torch's on the built-in synthetic model")
     bench.add_argument(
         "--layers",
@@ -361,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plot", metavar="FILE.png", help="draw split time against layers (needs matplotlib)")
     bench.set_defaults(run=_bench)
 
+
+def _add_inspect(commands: Any) -> None:
     inspect = commands.add_parser("inspect", help="show how a model splits: pieces, twins and the split graph")
     source = inspect.add_mutually_exclusive_group()
     source.add_argument(
@@ -379,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="print machine-readable results")
     inspect.set_defaults(run=_inspect)
 
+
+def _add_cache(commands: Any) -> None:
     cache = commands.add_parser(
         "cache",
         help="show or empty the cache of compiled pieces",
@@ -391,7 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="the cache directory (default: $FXSPLIT_CACHE_DIR, else $XDG_CACHE_HOME/fxsplit, else ~/.cache/fxsplit)",
     )
     cache.set_defaults(run=_cache)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
