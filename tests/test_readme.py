@@ -1,4 +1,4 @@
-"""Every Python snippet in the README runs as written, in a fresh process."""
+"""Every Python snippet in the README and in docs/ runs as written, in a fresh process."""
 
 from __future__ import annotations
 
@@ -10,18 +10,24 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).parents[1] / "README.md"
-SNIPPETS = re.findall(r"^```python\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SNIPPETS = [
+    (f"{page.relative_to(ROOT)}:{number}", code)
+    for page in PAGES
+    for number, code in enumerate(re.findall(r"^```python\n(.*?)^```", page.read_text(), flags=re.M | re.S), 1)
+]
 
 
-def test_the_readme_has_snippets():
-    assert len(SNIPPETS) >= 3
+def test_the_readme_and_docs_have_snippets():
+    assert sum(where.startswith("README") for where, _ in SNIPPETS) >= 3
+    assert any(where.startswith("docs") for where, _ in SNIPPETS)
 
 
-@pytest.mark.parametrize("index", range(len(SNIPPETS)))
-def test_readme_snippet_runs(index, tmp_path):
+@pytest.mark.parametrize("where, code", SNIPPETS, ids=[where for where, _ in SNIPPETS])
+def test_snippet_runs(where, code, tmp_path):
     script = tmp_path / "snippet.py"  # a file, as a user's script would be: Dynamo records its source
-    script.write_text(SNIPPETS[index])
+    script.write_text(code)
     done = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,
@@ -31,4 +37,4 @@ def test_readme_snippet_runs(index, tmp_path):
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, f"README snippet {index + 1} failed:\n{SNIPPETS[index]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"snippet {where} failed:\n{code}\n{done.stderr[-3000:]}"
