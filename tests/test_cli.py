@@ -440,9 +440,9 @@ def test_the_anchors_bench_table_and_targets():
 
     def results(layers, cold, warm, steady):
         return [
-            AnchorResult(mode, layers, run, seconds, dict(zip((2, 8, 64), steady[mode])) if run == "warm" else {})
+            AnchorResult(mode, layers, run, seconds, dict(zip((2, 8, 64), steady[mode])) if run == "steady" else {})
             for mode in cold
-            for run, seconds in (("cold", cold[mode]), ("warm", warm[mode]))
+            for run, seconds in (("cold", cold[mode]), ("warm", warm[mode]), ("steady", warm[mode]))
         ]
 
     cold = {"whole-graph": 100.0, "regional": 13.0, "backend": 19.0, "fxsplit.compile": 16.0}
@@ -461,7 +461,7 @@ def test_the_anchors_bench_table_and_targets():
     assert checks["28 layers: fxsplit.compile warm <= 0.5x regional at 28 layers warm (0.15x)"] is True
     assert checks["28 layers: backend steady at 2 tokens <= 1.05x whole-graph (1.04x)"] is True
     assert checks["28 layers: fxsplit.compile steady at 8 tokens <= 0.85x regional (0.84x)"] is True
-    assert "| 28 | fxsplit.compile | 16.0 | 1.2 | 1.23x | 0.16x | 25.0 / 27.0 / 56.0 |" in format_table(measured)
+    assert "| 28 | fxsplit.compile | 16.0 | 1.2 | 1.23x | 0.16x | 25.00 / 27.00 / 56.00 |" in format_table(measured)
 
 
 def test_the_anchors_bench_runs_with_one_thread(capsys):

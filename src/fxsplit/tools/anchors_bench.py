@@ -13,15 +13,18 @@ compiled five ways:
 
 Each mode runs cold in a fresh process with empty Inductor and fxsplit caches, then
 warm in a second fresh process sharing those caches. Figures are the first call,
-compile included; the warm process then times the steady state at 2, 8 and 64
-tokens (the minimum over repeats of the mean of a batch of calls; modes in separate
-processes, so not interleaved). For fxsplit's modes the cold process also reports
-where the time went: Dynamo's trace, Inductor's CPU probe, compile, save.
+compile included. For fxsplit's modes the cold process also reports where the time
+went: Dynamo's trace, Inductor's CPU probe, compile, save. Then one more process per
+depth loads every mode warm from its caches and times the steady state at 2, 8 and 64
+tokens, the modes interleaved as ``fxsplit bench --steady`` does (each repeat times
+every mode and size once; the minimum over repeats of the mean of a batch of calls),
+so that a change in the machine's load moves every mode alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -32,8 +35,9 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
+from ..compilation.cache import DEFAULT_CACHE_DIR
 from .fresh import run_fresh
-from .steady_bench import _time_per_call
+from .steady_bench import REPEATS, _time_per_call, own_frame
 from .targets import Check, ratio_check
 
 MODES = ("whole-graph", "regional", "backend", "fxsplit.compile")
@@ -46,30 +50,34 @@ SIZES = {"hidden": 256, "intermediate": 512, "vocab": 512, "max_positions": 128}
 class AnchorResult:
     mode: str
     layers: int
-    run: str  # "cold" or "warm"
+    run: str  # "cold", "warm" or "steady" (the steady process, whose first call loads from the caches)
     first_call_s: float
-    steady_ms: dict[int, float] = field(default_factory=dict)  # tokens -> ms (warm runs)
+    steady_ms: dict[int, float] = field(default_factory=dict)  # tokens -> ms (steady runs)
     stages: dict[str, float] = field(default_factory=dict)  # fxsplit's modes: where the first call went
 
 
-def _compiled(mode: str, model: Any, ids: Any) -> tuple[Any, Any]:
-    """(a function of token ids to logits, what reports on it: a backend or a compiled model)"""
+def _compiled(mode: str, model: Any, ids: Any, cache_dir: str | None = None) -> tuple[Any, Any]:
+    """(a function of token ids to logits, what reports on it: a backend or a compiled
+    model); fxsplit's modes keep their pieces in ``cache_dir`` (None: the default).
+    Whole-graph and backend compile a frame of their own, so that in one process
+    neither checks the other's guards."""
     import torch
 
     import fxsplit
 
     if mode == "whole-graph":
-        whole = torch.compile(model, dynamic=True)
+        whole = torch.compile(own_frame(model, "whole_graph"), dynamic=True)
         return lambda ids: whole(input_ids=ids, use_cache=False).logits, None
     if mode == "regional":
         for layer in model.model.layers:
             layer.compile(dynamic=True)
         return lambda ids: model(input_ids=ids, use_cache=False).logits, None
+    cache = DEFAULT_CACHE_DIR if cache_dir is None else cache_dir
     if mode == "backend":
-        backend = fxsplit.PiecewiseBackend()
-        piecewise = torch.compile(model, backend=backend, dynamic=True)
+        backend = fxsplit.PiecewiseBackend(cache_dir=cache)
+        piecewise = torch.compile(own_frame(model, "piecewise"), backend=backend, dynamic=True)
         return lambda ids: piecewise(input_ids=ids, use_cache=False).logits, backend
-    saved = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False})
+    saved = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False}, cache_dir=cache)
     return lambda ids: saved(input_ids=ids, use_cache=False).logits, saved
 
 
@@ -86,14 +94,14 @@ def _stages(reporter: Any) -> dict[str, float]:
 
 
 def _worker(mode: str, layers: int, run: str) -> AnchorResult:
+    """One mode's first call, cold or warm, in this (fresh) process."""
     import torch
 
     from . import models
 
     torch.set_num_threads(1)
     model = models.hf_llama(layers, **SIZES)
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, SIZES["vocab"], (1, 16), generator=generator)
+    ids = _ids(16, torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = model(input_ids=ids, use_cache=False).logits
         started = time.perf_counter()
@@ -101,23 +109,56 @@ def _worker(mode: str, layers: int, run: str) -> AnchorResult:
         out = forward(ids)
         first = time.perf_counter() - started
         torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
-        result = AnchorResult(mode, layers, run, first, stages=_stages(reporter))
-        if run == "warm":
-            for tokens in STEADY_TOKENS:
-                other = torch.randint(0, SIZES["vocab"], (1, tokens), generator=generator)
-                torch.testing.assert_close(
-                    forward(other), model(input_ids=other, use_cache=False).logits, rtol=1e-4, atol=1e-4
-                )
-                result.steady_ms[tokens] = _time_per_call(partial(forward, other)) * 1e3
-    return result
+    return AnchorResult(mode, layers, run, first, stages=_stages(reporter))
+
+
+def _steady(layers: int, caches: str) -> list[AnchorResult]:
+    """Every mode loaded warm from its caches under ``caches`` (one folder per mode),
+    checked against eager at every size, then timed interleaved."""
+    import torch
+
+    from . import models
+
+    torch.set_num_threads(1)
+    model = models.hf_llama(layers, **SIZES)
+    generator = torch.Generator().manual_seed(0)
+    ids = _ids(16, generator)
+    sizes = {tokens: _ids(tokens, generator) for tokens in STEADY_TOKENS}
+    results, forwards = {}, {}
+    with torch.no_grad():
+        expected = {tokens: model(input_ids=other, use_cache=False).logits for tokens, other in sizes.items()}
+        for mode in MODES:
+            # the compiles, and the loads at the first call, find this mode's own Inductor files
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(caches, mode, "inductor")
+            started = time.perf_counter()
+            forward, _ = _compiled(mode, copy.deepcopy(model), ids, os.path.join(caches, mode, "fxsplit"))
+            forward(ids)
+            results[mode] = AnchorResult(mode, layers, "steady", time.perf_counter() - started)
+            for tokens, other in sizes.items():
+                torch.testing.assert_close(forward(other), expected[tokens], rtol=1e-4, atol=1e-4)
+            forwards[mode] = forward
+        for result in results.values():
+            result.steady_ms = {tokens: float("inf") for tokens in STEADY_TOKENS}
+        for _ in range(REPEATS):
+            for mode, forward in forwards.items():
+                for tokens, other in sizes.items():
+                    ms = _time_per_call(partial(forward, other), repeats=1) * 1e3
+                    results[mode].steady_ms[tokens] = min(results[mode].steady_ms[tokens], ms)
+    return list(results.values())
+
+
+def _ids(tokens: int, generator: Any) -> Any:
+    import torch
+
+    return torch.randint(0, SIZES["vocab"], (1, tokens), generator=generator)
 
 
 def run(layers: Sequence[int] = LAYERS, modes: Sequence[str] = MODES, progress: bool = True) -> list[AnchorResult]:
     """Every mode at every depth, cold then warm, each in a fresh process."""
     results = []
     for n in layers:
-        for mode in modes:
-            with tempfile.TemporaryDirectory(prefix="fxsplit-anchors-") as caches:
+        with tempfile.TemporaryDirectory(prefix="fxsplit-anchors-") as caches:
+            for mode in modes:
                 for which in ("cold", "warm"):
                     if progress:
                         print(f"anchors: {mode} at {n} layers, {which} ...", file=sys.stderr, flush=True)
@@ -126,11 +167,15 @@ def run(layers: Sequence[int] = LAYERS, modes: Sequence[str] = MODES, progress: 
                         mode,
                         str(n),
                         which,
-                        fxsplit_cache=os.path.join(caches, "fxsplit"),
-                        inductor_cache=os.path.join(caches, "inductor"),
+                        fxsplit_cache=os.path.join(caches, mode, "fxsplit"),
+                        inductor_cache=os.path.join(caches, mode, "inductor"),
                     )
-                    measured["steady_ms"] = {int(k): v for k, v in measured["steady_ms"].items()}
                     results.append(AnchorResult(**measured))
+            if progress:
+                print(f"anchors: every mode at {n} layers, steady, interleaved ...", file=sys.stderr, flush=True)
+            for measured in run_fresh("fxsplit.tools.anchors_bench", "steady", str(n), caches)["results"]:
+                measured["steady_ms"] = {int(k): v for k, v in measured["steady_ms"].items()}
+                results.append(AnchorResult(**measured))
     return results
 
 
@@ -154,7 +199,7 @@ def target_checks(results: Sequence[AnchorResult]) -> list[Check]:
     ratio("fxsplit.compile", "warm", 0.5, "regional")
     for mode in ("backend", "fxsplit.compile"):
         for other, limit in (("whole-graph", 1.05), ("regional", 0.85)):
-            ours, theirs = by.get((mode, deep, "warm")), by.get((other, deep, "warm"))
+            ours, theirs = by.get((mode, deep, "steady")), by.get((other, deep, "steady"))
             for tokens in (2, 8):
                 if ours and theirs and tokens in ours.steady_ms and tokens in theirs.steady_ms:
                     subject = f"{deep} layers: {mode} steady at {tokens} tokens"
@@ -171,7 +216,7 @@ def format_table(results: Sequence[AnchorResult]) -> str:
     lines = [
         "HuggingFace Llama (hidden 256, 4 heads, 2 KV heads), ids (1, 16), one thread; first call in s, "
         "fresh processes (cold: empty caches; warm: the cold run's caches)",
-        "| layers | mode | cold | warm | cold / regional | cold / whole-graph | steady ms at "
+        "| layers | mode | cold | warm | cold / regional | cold / whole-graph | steady ms (interleaved) at "
         + " / ".join(str(t) for t in STEADY_TOKENS)
         + " tokens |",
         "|---|---|---|---|---|---|---|",
@@ -183,7 +228,8 @@ def format_table(results: Sequence[AnchorResult]) -> str:
             if cold is None or warm is None:
                 continue
             versus = [f"{cold.first_call_s / r.first_call_s:.2f}x" if r else "-" for r in (regional, whole)]
-            steady = " / ".join(f"{warm.steady_ms[t]:.1f}" for t in STEADY_TOKENS if t in warm.steady_ms)
+            timed = by.get((mode, layers, "steady"))
+            steady = " / ".join(f"{timed.steady_ms[t]:.2f}" for t in STEADY_TOKENS) if timed else "-"
             lines.append(
                 f"| {layers} | {mode} | {cold.first_call_s:.1f} | {warm.first_call_s:.1f} | "
                 f"{versus[0]} | {versus[1]} | {steady} |"
@@ -197,8 +243,11 @@ def format_table(results: Sequence[AnchorResult]) -> str:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="one anchors measurement (run by fxsplit bench --anchors)")
-    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("mode", choices=[*MODES, "steady"])
     parser.add_argument("layers", type=int)
-    parser.add_argument("run", choices=["cold", "warm"])
+    parser.add_argument("run", help="cold or warm; for steady, the folder of every mode's caches")
     options = parser.parse_args()
-    print(json.dumps(asdict(_worker(options.mode, options.layers, options.run))))
+    if options.mode == "steady":
+        print(json.dumps({"results": [asdict(r) for r in _steady(options.layers, options.run)]}))
+    else:
+        print(json.dumps(asdict(_worker(options.mode, options.layers, options.run))))
