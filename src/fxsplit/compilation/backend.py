@@ -5,8 +5,15 @@ splitting ops (no code is generated for pieces that will be compiled), compiles 
 *distinct* compute piece once for the general, dynamic shape, and hands the same
 compiled callable to all of that piece's structural twins. Splitting pieces run
 eagerly. At run time each compute piece dispatches on its first SymInt input: to a
-version specialised for that size when ``compile_sizes`` lists it (compiled on first
-use, from the real arguments), else to the general one.
+version specialised for that size when ``compile_sizes`` lists it (compiled during
+the first call, or on first use with ``lazy``, from inputs made outside Dynamo), else
+to the general one.
+
+``PiecewiseBackend.__call__`` is the data path: split (:mod:`fxsplit.split`), key
+(:mod:`.dedup`), compile or share (:mod:`.versions`), the versions compiled side by
+side (:mod:`.jobs`, :mod:`.workers`), CUDA-graph capture
+(:mod:`fxsplit.runtime.cudagraphs`), then the stitching that calls the pieces
+(:mod:`fxsplit.runtime.stitching`).
 """
 
 from __future__ import annotations
