@@ -32,12 +32,11 @@ import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Any
 
 from ..compilation.cache import DEFAULT_CACHE_DIR
 from .fresh import run_fresh
-from .steady_bench import REPEATS, _time_per_call, own_frame
+from .steady_bench import interleaved_ms, own_frame
 from .targets import Check, ratio_check
 
 MODES = ("whole-graph", "regional", "backend", "fxsplit.compile")
@@ -56,9 +55,9 @@ class AnchorResult:
     stages: dict[str, float] = field(default_factory=dict)  # fxsplit's modes: where the first call went
 
 
-def _compiled(mode: str, model: Any, ids: Any, cache_dir: str | None = None) -> tuple[Any, Any]:
+def _compiled(mode: str, model: Any, ids: Any, cache_dir: str = DEFAULT_CACHE_DIR) -> tuple[Any, Any]:
     """(a function of token ids to logits, what reports on it: a backend or a compiled
-    model); fxsplit's modes keep their pieces in ``cache_dir`` (None: the default).
+    model); fxsplit's modes keep their pieces in ``cache_dir``.
     Whole-graph and backend compile a frame of their own, so that in one process
     neither checks the other's guards."""
     import torch
@@ -72,12 +71,11 @@ def _compiled(mode: str, model: Any, ids: Any, cache_dir: str | None = None) -> 
         for layer in model.model.layers:
             layer.compile(dynamic=True)
         return lambda ids: model(input_ids=ids, use_cache=False).logits, None
-    cache = DEFAULT_CACHE_DIR if cache_dir is None else cache_dir
     if mode == "backend":
-        backend = fxsplit.PiecewiseBackend(cache_dir=cache)
+        backend = fxsplit.PiecewiseBackend(cache_dir=cache_dir)
         piecewise = torch.compile(own_frame(model, "piecewise"), backend=backend, dynamic=True)
         return lambda ids: piecewise(input_ids=ids, use_cache=False).logits, backend
-    saved = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False}, cache_dir=cache)
+    saved = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False}, cache_dir=cache_dir)
     return lambda ids: saved(input_ids=ids, use_cache=False).logits, saved
 
 
@@ -137,13 +135,9 @@ def _steady(layers: int, caches: str) -> list[AnchorResult]:
             for tokens, other in sizes.items():
                 torch.testing.assert_close(forward(other), expected[tokens], rtol=1e-4, atol=1e-4)
             forwards[mode] = forward
-        for result in results.values():
-            result.steady_ms = {tokens: float("inf") for tokens in STEADY_TOKENS}
-        for _ in range(REPEATS):
-            for mode, forward in forwards.items():
-                for tokens, other in sizes.items():
-                    ms = _time_per_call(partial(forward, other), repeats=1) * 1e3
-                    results[mode].steady_ms[tokens] = min(results[mode].steady_ms[tokens], ms)
+        timed = interleaved_ms(forwards, {tokens: (other,) for tokens, other in sizes.items()})
+        for mode, result in results.items():
+            result.steady_ms = timed[mode]
     return list(results.values())
 
 

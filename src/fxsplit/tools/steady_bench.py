@@ -58,6 +58,22 @@ def _time_per_call(fn: Callable[[], Any], repeats: int = REPEATS, calls: int = C
     return min(best)
 
 
+def interleaved_ms(
+    forwards: dict[str, Callable[..., Any]], inputs: dict[int, tuple[Any, ...]]
+) -> dict[str, dict[int, float]]:
+    """Milliseconds per call of each forward at each size of ``inputs`` (its argument
+    tuples), timed interleaved: each of ``REPEATS`` rounds times every forward and size
+    once, and the minimum over rounds is kept, so that a change in the machine's load
+    moves every forward alike."""
+    best = {name: {size: float("inf") for size in inputs} for name in forwards}
+    for _ in range(REPEATS):
+        for name, forward in forwards.items():
+            for size, args in inputs.items():
+                ms = _time_per_call(partial(forward, *args), repeats=1) * 1e3
+                best[name][size] = min(best[name][size], ms)
+    return best
+
+
 def own_frame(model: Any, name: str) -> Callable[..., Any]:
     """``model`` called from a function with a code object of its own: Dynamo caches
     compiled code per code object, so each mode keeps its own cache and no mode's
@@ -110,12 +126,7 @@ def measure(layers: int, threads: int, sizes: Sequence[int] = SIZES, progress: b
                 torch.testing.assert_close(compiled[mode](*inputs[n]), expected[n], rtol=1e-4, atol=1e-4)
         if progress:
             print("steady state: timing every mode, interleaved ...", file=sys.stderr, flush=True)
-        result.forward_ms = {mode: {n: float("inf") for n in sizes} for mode in MODES}
-        for _ in range(REPEATS):
-            for mode, forward in compiled.items():
-                for n in sizes:
-                    seconds = _time_per_call(partial(forward, *inputs[n]), repeats=1)
-                    result.forward_ms[mode][n] = min(result.forward_ms[mode][n], seconds * 1e3)
+        result.forward_ms = interleaved_ms(compiled, inputs)
         result.piece_call_us, result.splitting_op_us = _piece_call_cost()
     return result
 
