@@ -108,6 +108,58 @@ def test_only_the_outermost_stacks_are_marked():
     assert stacked_layers(torch.nn.Sequential(torch.nn.Linear(4, 4))) == []
 
 
+class KeywordLayer(torch.nn.Module):
+    """Called as HuggingFace calls a decoder layer: keywords, one of them a tuple."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(16, 16)
+
+    def forward(self, x, *, pair=None, flag=True, table=None):
+        comptime(lambda ctx: traces.append("layer"))
+        h = self.linear(x) * pair[0] + pair[1] if flag else x
+        return h + table["bias"] if table is not None else h
+
+
+class KeywordStack(torch.nn.Module):
+    def __init__(self, table: bool) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(KeywordLayer() for _ in range(6))
+        self.table = table
+
+    def forward(self, x):
+        pair = (x.sin(), x.cos())
+        table = {"bias": x.mean()} if self.table else None
+        for layer in self.layers:
+            x = layer(x, pair=pair, flag=True, table=table)
+        return x
+
+
+@pytest.mark.parametrize("table", [False, True], ids=["leaves", "a dict among them"])
+def test_a_layer_called_with_keywords_and_tuples_is_matched_by_its_leaves(monkeypatch, table):
+    """Dynamo matches a later layer's call against its trace by the call's inputs, and
+    flattens keywords and tuples with a traced pytree flatten, once per layer, unless
+    they arrive as flat positional leaves. A call holding anything else (a dict) is
+    passed as it is, and is still traced once."""
+    invoke = pytest.importorskip("torch._dynamo.variables.invoke_subgraph")
+    pytree_flatten = getattr(invoke, "build_fingerprint_with_pytree", None)
+    if pytree_flatten is None:
+        pytest.skip("this torch matches a region's inputs otherwise")
+    flattened: list[int] = []
+
+    def counted(*args, **kwargs):
+        flattened.append(1)
+        return pytree_flatten(*args, **kwargs)
+
+    monkeypatch.setattr(invoke, "build_fingerprint_with_pytree", counted)
+    result, count = compiled(KeywordStack(table))
+    assert count <= 2 and result.report.traced_once == "6 KeywordLayer"  # as a plain stack traces
+    if table:
+        assert len(flattened) >= 6  # every call: the dict is no leaf
+    else:
+        assert flattened == []
+
+
 @pytest.mark.parametrize("name", list(ZOO))
 def test_each_architecture_traced_once_equals_eager(name):
     pytest.importorskip("transformers")
