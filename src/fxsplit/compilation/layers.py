@@ -98,10 +98,11 @@ def _marked(mark: Callable[..., Any], kind: type[torch.nn.Module], count: int) -
     flat, tree = _region(mark, leaves_in, count), _region(mark, tree_in, count)
 
     def forward_once(self: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
-        header = _flat_header(args, kwargs)
-        if header is None:
+        laid_out = _laid_out(args, kwargs)
+        if laid_out is None:
             return tree(self, *args, **kwargs)
-        return flat(self, *header, *_leaves(args, kwargs))
+        header, leaves = laid_out
+        return flat(self, *header, *leaves)
 
     return forward_once
 
@@ -119,33 +120,25 @@ def _is_leaf(value: Any) -> bool:
     return value is None or isinstance(value, (torch.Tensor, bool, int, float, str, torch.nn.Module))
 
 
-def _flat_header(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | None:
-    """How a call's arguments lie as leaves: (positional count, keyword count, the
-    keywords' names, each value's width: -1 a leaf, n a tuple of n leaves); None where
-    a value is neither (a cache object, a dict)."""
-    widths = []
+def _laid_out(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], list[Any]] | None:
+    """A call's arguments as (header, leaves): the header holds the positional count,
+    the keyword count, the keywords' names and each value's width (-1 a leaf, n a
+    tuple of n leaves); None where a value is neither (a cache object, a dict)."""
+    widths, leaves = [], []
     for value in (*args, *kwargs.values()):
         if _is_leaf(value):
             widths.append(-1)
+            leaves.append(value)
         elif type(value) is tuple and all(_is_leaf(v) for v in value):
             widths.append(len(value))
-        else:
-            return None
-    return (len(args), len(kwargs), *kwargs, *widths)
-
-
-def _leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
-    leaves: list[Any] = []
-    for value in (*args, *kwargs.values()):
-        if type(value) is tuple:
             leaves.extend(value)
         else:
-            leaves.append(value)
-    return leaves
+            return None
+    return (len(args), len(kwargs), *kwargs, *widths), leaves
 
 
 def _rebuilt(header_and_leaves: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
-    """The arguments :func:`_flat_header` and :func:`_leaves` laid out."""
+    """The arguments that :func:`_laid_out` laid out."""
     positional, keywords = header_and_leaves[0], header_and_leaves[1]
     names = header_and_leaves[2 : 2 + keywords]
     widths = header_and_leaves[2 + keywords : 2 + keywords + positional + keywords]
@@ -163,7 +156,8 @@ def _rebuilt(header_and_leaves: tuple[Any, ...]) -> tuple[list[Any], dict[str, A
 
 
 # How a guard's source reads through a marked forward: fxsplit's forward's closure
-# over a region, the region's over fxsplit's function, that one's over the class's.
+# over a region, then the region's over fxsplit's function, which exists only while
+# the class is marked (the class's own forward lies one closure further).
 _THROUGH_MARK = re.compile(r"\['forward'\]\.__closure__\[\d+\]\.cell_contents\.__closure__\[\d+\]\.cell_contents")
 
 
