@@ -118,6 +118,37 @@ def test_changed_model_code_is_never_loaded(tmp_path):
     assert run_worker(tmp_path / "cache", spec)["origin"] == "loaded"  # the replacement
 
 
+def test_a_model_holding_an_object_of_a_nested_class_saves_and_loads(tmp_path):
+    # the pattern of the ``kernels`` package (installed by transformers 5.25) on HuggingFace
+    # attention: a function made a module of a class defined inside a function, kept in a dict
+    source = tmp_path / "nested.py"
+    source.write_text(
+        "import torch\n"
+        "def module_of(func):\n"
+        "    class Func(torch.nn.Module):\n"
+        "        def forward(self, *args):\n"
+        "            return func(*args)\n"
+        "    return Func\n"
+        "def scale(x, factor=2.0):\n"
+        "    return x * factor\n"
+        "class Model(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.proj = torch.nn.Linear(8, 8)\n"
+        "        self.__dict__['_funcs'] = {'scale': module_of(scale)()}\n"
+        "    def forward(self, x):\n"
+        "        q = self.proj(x).view(1, 1, *x.shape)\n"
+        "        out = torch.nn.functional.scaled_dot_product_attention(q, q, q).view(x.shape)\n"
+        "        return self._funcs['scale'](out)\n"
+    )
+    spec = f"{source}:Model"
+    # at the example's size: with 8 features, Dynamo's duck sizing makes 8 tokens one symbol with them
+    cold = run_worker(tmp_path / "cache", spec, "--calls", "8")
+    warm = run_worker(tmp_path / "cache", spec, "--calls", "8")
+    assert cold["origin"] == "compiled" and warm["origin"] == "loaded"
+    assert warm["outputs"] == cold["outputs"] and (warm["graphs"], warm["aot"], warm["fallback_calls"]) == (0, 0, 0)
+
+
 # Failure modes in one process: a model compiled once, its artifact then damaged
 
 

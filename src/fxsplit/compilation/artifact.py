@@ -88,14 +88,30 @@ def artifact_key(
 def serializable_guards(guards: Sequence[Any]) -> list[bool]:
     """Keep every guard another process can check: shapes, dtypes, values. Guards on
     object identity (a module object, a decorator's closure) mean nothing there, nor
-    do paths through a layer's forward as it was marked for the trace."""
+    do paths through a layer's forward as it was marked for the trace, nor anything
+    about an object whose class is defined inside a function or a class (such as the
+    module that ``kernels``, which transformers 5.25 installs, makes of a HuggingFace
+    function like ``apply_rotary_pos_emb``): torch cannot save its type, and a saved
+    path through that type finds none of its closures when loaded. Such a class is
+    made anew in every process, by source whose checksums the saved model keeps."""
     unsupported = _compat.unserializable_guard_types()
+    nested = [g.name for g in guards if _matches_a_nested_type(g)]
     return [
         g.guard_type not in unsupported
         and not unsupported.intersection(g.derived_guard_types)
         and not reads_marked_forward(g.name)
+        and not any(name in g.name for name in nested)
         for g in guards
     ]
+
+
+def _matches_a_nested_type(guard: Any) -> bool:
+    """A guard on an object's type where the type's qualified name is not its name,
+    which torch refuses to save (its TYPE_MATCH rule)."""
+    if guard.guard_type not in ("TYPE_MATCH", "BUILTIN_MATCH") or not guard.has_value:
+        return False
+    kind = type(guard.value)
+    return kind.__qualname__ != kind.__name__
 
 
 def save_artifact(
