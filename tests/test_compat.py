@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import threading
@@ -534,3 +535,36 @@ def test_flat_regions_from_dynamos_settings_or_none(monkeypatch):
     assert not config.inline_invoke_subgraph
     hide(monkeypatch, "config")
     assert _compat.flat_regions() is None
+
+
+def test_kernels_routing_is_found_only_where_kernels_wrapped_a_forward():
+    kernels = pytest.importorskip("kernels")
+
+    @kernels.use_kernel_forward_from_hub("FxsplitCompatScale")
+    def scale(x):
+        return x * 2
+
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return scale(x)
+
+    @kernels.use_kernelized_func(scale)
+    class Routed(Plain):
+        pass
+
+    class Wrapped(Plain):  # a wrapper of the same name that is not kernels'
+        @functools.wraps(Plain.forward)
+        def new_forward(self, x):
+            return Plain.forward(self, x)
+
+        forward = new_forward
+
+    assert _compat.unrouted_forward(Routed) is Plain.forward
+    assert _compat.unrouted_forward(Plain) is None and _compat.unrouted_forward(Wrapped) is None
+    module = Routed()
+    assert not _compat.kernel_installed(module)
+    (function,) = module._kernel_funcs.values()
+    function.forward = lambda x: x  # as kernelize installs a kernel
+    assert _compat.kernel_installed(module)
+    del module.__dict__["_kernel_funcs"]  # a kernels that keeps them otherwise: assume the routing matters
+    assert _compat.kernel_installed(module)

@@ -171,3 +171,55 @@ def test_each_architecture_traced_once_equals_eager(name):
         result = fxsplit.compile(model, (), {"input_ids": ids, "use_cache": False}, compiler="eager", cache_dir=None)
     assert result.report.traced_once.startswith("4 ")
     assert_equal_to_eager(lambda ids: result(input_ids=ids, use_cache=False).logits, logits_fn(model))
+
+
+def kernelized_stack(layers: int) -> torch.nn.Module:
+    """A stack whose layers hold a module that HuggingFace's ``kernels`` routes, as
+    transformers 5.25 does a Llama's attention (``apply_rotary_pos_emb``)."""
+    kernels = pytest.importorskip("kernels")
+
+    @kernels.use_kernel_forward_from_hub("FxsplitTestScale")
+    def scale(x: torch.Tensor, factor: float = 2.0) -> torch.Tensor:
+        return x * factor
+
+    @kernels.use_kernelized_func(scale)
+    class Attention(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = scale(self.linear(x))
+            return torch.nn.functional.scaled_dot_product_attention(h[None], h[None], h[None])[0]
+
+    class RoutedLayer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attention = Attention()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            comptime(lambda ctx: traces.append("layer"))
+            return x + self.attention(x)
+
+    class RoutedStack(Stack):
+        pass
+
+    return RoutedStack([RoutedLayer() for _ in range(layers)])  # type: ignore[list-item]
+
+
+def test_a_layer_whose_module_kernels_routes_is_traced_once():
+    # kernels' wrapper sets a global on every call: a side effect, after which Dynamo traces every layer anew
+    model = kernelized_stack(6)
+    attention = type(model.layers[0].attention)
+    routed = attention.__dict__["forward"]
+    result, count = compiled(model)
+    assert count <= 2 and result.report.traced_once == "6 RoutedLayer"
+    assert attention.__dict__["forward"] is routed  # put back
+
+
+def test_a_layer_with_a_kernel_installed_keeps_the_routing():
+    model = kernelized_stack(4)
+    (function,) = model.layers[1].attention._kernel_funcs.values()
+    function.forward = type(function).forward.__get__(function)  # where kernelize installs a kernel
+    _, count = compiled(model)
+    assert count == 4  # routed, so traced per layer, and still equal to eager

@@ -11,7 +11,8 @@ every branch by monkeypatching the lookups.
 - :mod:`.aot_autograd`: the direct entry to Inductor's code beneath AOTAutograd's wrapper;
 - :mod:`.inductor`: Inductor's cache directory and compile-to-bytes;
 - :mod:`.cpu_probe`: Inductor's CPU instruction-set probe;
-- :mod:`.fake`: fake tensors and shape environments.
+- :mod:`.fake`: fake tensors and shape environments;
+- :mod:`.kernels`: HuggingFace's ``kernels``, where it wraps a module's forward.
 """
 
 from . import lookup
@@ -43,6 +44,7 @@ from .fx import (
     tree_unflatten,
 )
 from .inductor import PersistentCompiler, inductor_cache_at, persistent_compiler
+from .kernels import kernel_installed, unrouted_forward
 
 __all__ = [
     "OpOverload",
@@ -65,6 +67,7 @@ __all__ = [
     "is_plain_tensor",
     "isa_probe_answers",
     "isa_probe_machine",
+    "kernel_installed",
     "lazy_graph_module_base",
     "lookup",
     "new_size_symbol",
@@ -80,5 +83,6 @@ __all__ = [
     "tracing_with",
     "tree_flatten",
     "tree_unflatten",
+    "unrouted_forward",
     "unserializable_guard_types",
 ]

@@ -26,7 +26,7 @@ import torch
 from .. import __version__, _compat
 from ..split.ops import SplittingOp, matcher
 from .cache import PieceCache
-from .layers import reads_marked_forward
+from .layers import reads_forward_code
 from .program import PiecewiseProgram
 from .report import CompileReport
 
@@ -88,7 +88,8 @@ def artifact_key(
 def serializable_guards(guards: Sequence[Any]) -> list[bool]:
     """Keep every guard another process can check: shapes, dtypes, values. Guards on
     object identity (a module object, a decorator's closure) mean nothing there, nor
-    do paths through a layer's forward as it was marked for the trace, nor anything
+    do paths into a forward's own closure and defaults, which fxsplit's trace changes
+    (see :func:`~fxsplit.compilation.layers.reads_forward_code`), nor anything
     about an object whose class is defined inside a function or a class (such as the
     module that ``kernels``, which transformers 5.25 installs, makes of a HuggingFace
     function like ``apply_rotary_pos_emb``): torch cannot save its type, and a saved
@@ -99,7 +100,7 @@ def serializable_guards(guards: Sequence[Any]) -> list[bool]:
     return [
         g.guard_type not in unsupported
         and not unsupported.intersection(g.derived_guard_types)
-        and not reads_marked_forward(g.name)
+        and not reads_forward_code(g.name)
         and not any(name in g.name for name in nested)
         for g in guards
     ]

@@ -19,6 +19,12 @@ are; keywords and tuples, which HuggingFace layers take, it flattens by tracing
 layer's own trace did. So a call whose keywords and tuples hold only leaves enters
 the region as one flat row of leaves, with a header of constants that says how to
 put them back; any other call (a cache object among the inputs) enters as it is.
+
+A region with a side effect is traced anew for every layer. HuggingFace's
+``kernels`` (installed with transformers 5.25) wraps the forward of a Llama's
+attention in a routing that sets a global on every call; where no kernel is
+installed, the forward it wraps computes the same, so that is the forward for the
+length of the trace (see :mod:`fxsplit._compat.kernels`).
 """
 
 from __future__ import annotations
@@ -70,6 +76,7 @@ def traced_once(model: torch.nn.Module) -> Iterator[str | None]:
     own = {kind: vars(kind).get("forward") for kind in kinds}
     for kind, count in kinds.items():
         kind.forward = _marked(mark, kind, count)
+    own.update(_unrouted(layers, kinds))
     try:
         with regions:
             yield ", ".join(f"{count} {kind.__name__}" for kind, count in kinds.items())
@@ -79,6 +86,20 @@ def traced_once(model: torch.nn.Module) -> Iterator[str | None]:
                 delattr(kind, "forward")  # inherited: the base's forward shows through again
             else:
                 kind.forward = forward
+
+
+def _unrouted(layers: list[torch.nn.Module], marked: Counter[type]) -> dict[type, Any]:
+    """Set the forward that kernels' routing wraps on each class of the layers'
+    modules whose forward is that wrapper, where no instance has a kernel installed
+    (see :mod:`fxsplit._compat.kernels`); the forward each had."""
+    modules = [m for layer in layers for m in layer.modules()]
+    replaced: dict[type, Any] = {}
+    for kind in {type(m) for m in modules} - set(marked):
+        wrapped = _compat.unrouted_forward(kind)
+        if wrapped is not None and not any(_compat.kernel_installed(m) for m in modules if type(m) is kind):
+            replaced[kind] = vars(kind)["forward"]
+            kind.forward = wrapped
+    return replaced
 
 
 def _marked(mark: Callable[..., Any], kind: type[torch.nn.Module], count: int) -> Callable[..., Any]:
@@ -155,16 +176,16 @@ def _rebuilt(header_and_leaves: tuple[Any, ...]) -> tuple[list[Any], dict[str, A
     return values[:positional], dict(zip(names, values[positional:]))
 
 
-# How a guard's source reads through a marked forward: fxsplit's forward's closure
-# over a region, then the region's over fxsplit's function, which exists only while
-# the class is marked (the class's own forward lies one closure further).
-_THROUGH_MARK = re.compile(r"\['forward'\]\.__closure__\[\d+\]\.cell_contents\.__closure__\[\d+\]\.cell_contents")
+# How a guard's source reads a class's forward function itself: its closure cells
+# (a decorator's constants, or the regions of a marked forward) or its defaults.
+_FORWARDS_CODE = re.compile(r"\['forward'\]\.__(closure|defaults|kwdefaults)__")
 
 
-def reads_marked_forward(source: str) -> bool:
-    """Whether a guard's source (its name) reaches the class's own forward through a
-    marked one: a path that exists only while the class is marked, so a process that
-    loads the model (never marked) could not follow it. What such a guard checks, the
-    constants closed over by the forward's decorators, is the code's, which the saved
-    model checks by its source checksum."""
-    return _THROUGH_MARK.search(source) is not None
+def reads_forward_code(source: str) -> bool:
+    """Whether a guard's source (its name) reads a class's ``forward`` function itself.
+    While fxsplit traces, a stacked layer's forward is marked and a forward that
+    kernels routes is unrouted, so in a process that loads the model (where neither
+    is) such a path leads elsewhere or nowhere. What such a guard checks is the code's
+    (the constants its decorators closed over, its defaults), which the saved model
+    checks by the checksums of its source."""
+    return _FORWARDS_CODE.search(source) is not None
