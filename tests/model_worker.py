@@ -1,8 +1,8 @@
 """One fresh process calling fxsplit.compile, for the whole-model tests; prints what
 happened as JSON on its last line.
 
-Usage: python model_worker.py CACHE_DIR MODEL [--sizes 8] [--load-only] [--calls 11,1]
-MODEL is "synthetic" (the built-in model, 2 layers) or a tiny HuggingFace
+Usage: python model_worker.py CACHE_DIR MODEL [--sizes 8] [--load-only] [--calls 11,1] [--layers 2]
+MODEL is "synthetic" (the built-in model, 2 layers unless --layers) or a tiny HuggingFace
 architecture ("llama"), or PATH.py:CLASS for a model defined in a file.
 """
 
@@ -23,10 +23,10 @@ import fxsplit
 from fxsplit.tools import models
 
 
-def build(spec: str):
+def build(spec: str, layers: int = 2):
     """(model, splitting ops, example kwargs, inputs of n tokens as kwargs, output -> tensor)"""
     if spec == "synthetic":
-        model, _ = models.build(2)
+        model, _ = models.build(layers)
 
         def inputs(n: int) -> dict:
             ids, positions = models.example_inputs(model.config, n)
@@ -61,9 +61,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="")
     parser.add_argument("--load-only", action="store_true")
     parser.add_argument("--calls", default="11")
+    parser.add_argument("--layers", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    model, ops, inputs, tensor_of = build(args.model)
+    model, ops, inputs, tensor_of = build(args.model, args.layers)
     pythons = []  # child Python processes started from here on (Inductor's CPU probe starts them)
     popen_init = subprocess.Popen.__init__
 

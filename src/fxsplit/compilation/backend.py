@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import nullcontext
@@ -41,6 +42,7 @@ from ..runtime.stitching import install_direct_stitching
 from ..split.lazy import node_count
 from ..split.ops import SplittingOp, matcher
 from ..split.splitters import SplitItem, split_graph
+from .background import wait_at_exit, waited
 from .cache import DEFAULT_CACHE_DIR, DEFAULT_MAX_BYTES, PieceCache, cache_root
 from .compilers import Compiler, resolve_compiler
 from .dedup import digest, piece_key, piece_structure
@@ -105,6 +107,17 @@ class PiecewiseBackend:
             core but this one's. This process compiles the jobs no worker has started.
             Workers start with the first graph (see :meth:`start_workers`) and are
             reused by every later compilation in the process.
+        background: in a graph whose layers share a compiled piece, compile the
+            pieces that run once per call (before the first layer and after the
+            last: the embedding and mask code, the head) in a worker without waiting
+            for them: until each is done it runs as its own code, as regional
+            compilation runs that code for good, and the first call after it is done
+            loads it. Only what the layers share is waited for before the first call.
+            At the interpreter's exit fxsplit waits for what is still compiling, so
+            that the cache holds it; :meth:`wait` waits now. Needs a worker (not
+            ``compile_workers=0``); not with ``cudagraph`` or ``dump_dir``, which need
+            every piece compiled. The first calls' outputs then differ from later
+            ones' by the rounding that compiled code differs from eager code by.
         cudagraph: ``"piecewise"`` replays each compute piece as a CUDA graph per size
             of ``cudagraph_sizes``, captured during the first call (one memory pool,
             largest size first); a call of another size is padded to the next
@@ -146,6 +159,7 @@ class PiecewiseBackend:
         compile_sizes: Iterable[SizeKey] = (),
         lazy: bool = False,
         compile_workers: CompileWorkers = None,
+        background: bool = True,
         cudagraph: str | None = None,
         cudagraph_sizes: Iterable[int] = (),
         cudagraph_debug: bool = False,
@@ -177,9 +191,11 @@ class PiecewiseBackend:
         self.cache = PieceCache(root, cache_max_bytes) if root is not None and self._persistent else None
         self.dump_dir = dump_dir
         self._versions = Versions(self.compiler_name, self.compiler, self._persistent, self.cache)
+        self.background = background
         self.reports: list[CompileReport] = []
         # compiled runners by sharing key, kept across compilations of this backend
         self._runners: dict[Hashable, tuple[str, PieceRunner]] = {}
+        self._background: list[PieceRunner] = []  # runners whose general version compiled in the background
 
     def __call__(self, gm: GraphModule, example_inputs: Sequence[Any]) -> GraphModule:
         remember(self.reports, self.compiler_name)
@@ -199,6 +215,8 @@ class PiecewiseBackend:
         traced = f"Dynamo traced the model in {report.trace_seconds:.1f} s; " if report.trace_seconds else ""
         progress = Progress(len(compute), prefix=traced)
         jobs = VersionJobs(self._versions, self._workers, self._cache_root, self.compile_sizes, report)
+        keyed = {item.submod_name: self._keyed(item, top_level, dispatch) for item in compute}
+        background = self._background_keys([key for key, _, _ in keyed.values()])
         try:
             report.probe_seconds = self._probe_cpu()
             for item in items:
@@ -206,10 +224,11 @@ class PiecewiseBackend:
                     report.rows.append(PieceRow(item.submod_name, "splitting", node_count(item.graph)))
                     continue
                 progress.step(item.submod_name)
-                row, runner = self._compile_piece(item, top_level, dispatch, runners, report, jobs)
+                key = keyed[item.submod_name]
+                row, runner = self._compile_piece(item, key, dispatch, runners, report, jobs, key[0] in background)
                 report.rows.append(row)
                 split.__dict__[item.submod_name] = runner
-            jobs.finish()
+            self._wait_later(jobs.finish())
             if self._graph_device is not None and self.cudagraph_sizes:
                 self._capture(split, compute, top_level, dispatch)
         finally:
@@ -225,23 +244,43 @@ class PiecewiseBackend:
         time_first_call(split, report)
         return split
 
+    def _keyed(
+        self, item: SplitItem, top_level: dict[str, Any], dispatch: str | None
+    ) -> tuple[Hashable | None, list[Any], list[Any]]:
+        """A compute piece's sharing key (None without ``dedup``), and its inputs as
+        Dynamo's fake values and as the compiler should get them."""
+        structure = piece_structure(item.graph) if self.dedup else None  # read before the graph is built
+        fakes, inputs = self._example_inputs(item, top_level)
+        # the key compares symbolic shapes, which only the fake values carry
+        key = piece_key(structure, fakes, dispatch) if structure is not None else None
+        return key, fakes, inputs
+
+    def _background_keys(self, keys: list[Hashable | None]) -> set[Hashable]:
+        """The pieces compiled in the background (see ``background``): in a graph where
+        some piece stands for two or more, those that stand for one and were not
+        compiled for an earlier graph."""
+        if not self.background or self._graph_device is not None or self.dump_dir is not None:
+            return set()
+        counts = Counter(key for key in keys if key is not None)
+        if not counts or max(counts.values()) < 2:
+            return set()
+        return {key for key, n in counts.items() if n == 1 and key not in self._runners}
+
     def _compile_piece(
         self,
         item: SplitItem,
-        top_level: dict[str, Any],
+        keyed: tuple[Hashable | None, list[Any], list[Any]],
         dispatch: str | None,
         runners: dict[Hashable, tuple[str, PieceRunner]],
         report: CompileReport,
         jobs: VersionJobs,
+        background: bool,
     ) -> tuple[PieceRow, PieceRunner]:
         """A compute piece's runner: a twin's, where one was compiled (in this graph or
         an earlier one), else a new one whose versions compile here or in the workers."""
-        piece = item.graph
-        structure = piece_structure(piece) if self.dedup else None  # read before the graph is built
-        fakes, inputs = self._example_inputs(item, top_level)
-        # the key compares symbolic shapes, which only the fake values carry
-        key = piece_key(structure, fakes, dispatch) if structure is not None else None
-        row = PieceRow(item.submod_name, "compute", node_count(piece), hash=digest(key) if key is not None else None)
+        key, fakes, inputs = keyed
+        row = PieceRow(item.submod_name, "compute", node_count(item.graph))
+        row.hash = digest(key) if key is not None else None
         known = None
         if key is not None:
             known = runners.get(key) or self._runners.get(key)
@@ -263,12 +302,38 @@ class PiecewiseBackend:
         # the general version, then the sizes, go to the workers first, so that they compile while this
         # process compiles what no worker has taken
         sizes_now = not self.lazy and where is not None and dispatch is not None
-        if not jobs.submit(item, signature, key, row, dispatch if sizes_now else None, runner, inputs):
+        symbol = dispatch if sizes_now else None
+        if not jobs.submit(item, signature, key, row, symbol, runner, inputs, background):
             runner.general = self._versions.general(item, inputs, key, report)
         row.seconds = time.perf_counter() - started
         if key is not None:
             runners[key] = (item.submod_name, runner)
         return row, runner
+
+    def _wait_later(self, runners: list[PieceRunner]) -> None:
+        if runners:
+            wait_at_exit(self.wait)
+        self._background += runners
+
+    def wait(self) -> bool:
+        """Wait for the pieces compiling in the background (see ``background``) and
+        run them compiled from now on; the first call after one is done does this for
+        it, and the interpreter's exit for all. Whether every piece is compiled (False:
+        one failed there, and runs as its code, as a warning said).
+
+        Example::
+
+            model = torch.compile(model, backend=backend, dynamic=True)
+            model(*inputs)  # the pieces run once per call may still be compiling
+            backend.wait()  # from here on, every piece runs compiled
+        """
+        waited(self.wait)
+        return all([runner.wait() for runner in self._background])
+
+    @property
+    def compiling(self) -> bool:
+        """Whether a piece is still compiling in the background (:meth:`wait` would wait)."""
+        return any(runner.background is not None and not runner.background.done() for runner in self._background)
 
     def _probe_cpu(self) -> float:
         """Run Inductor's CPU probe before the first piece's compile, where that compile

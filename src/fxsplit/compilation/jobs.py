@@ -25,7 +25,9 @@ import torch
 from ..runtime.runner import PieceRunner
 from ..runtime.signature import Signature
 from ..runtime.sizes import SizeKey, SizeTable, named, order
+from ..split.lazy import runnable_forward
 from ..split.splitters import SplitItem
+from .background import InBackground
 from .dump import write_failed_code
 from .graph_bytes import graph_to_bytes
 from .report import CompileReport, PieceRow, Specialisation
@@ -50,6 +52,8 @@ class VersionJob:
     runner: PieceRunner | None = None  # the piece's runner, which gets the compiled version
     row: PieceRow | None = None
     inputs: list[Any] | None = None
+    background: bool = False  # a general version the first call does not wait for (see .background)
+    executor: Executor | None = None  # where it went
 
 
 def not_compiled(*args: Any) -> Any:
@@ -96,16 +100,18 @@ class VersionJobs:
         symbol: str | None,
         runner: PieceRunner,
         inputs: list[Any],
+        background: bool = False,
     ) -> bool:
         """Send a piece's general version (where it can go) and then its sizes (where
         ``symbol`` names the size they fix) to the workers, or keep them for
-        :meth:`finish`; whether the general version went."""
+        :meth:`finish`; whether the general version went. A general version sent
+        with ``background`` is not waited for: see :mod:`.background`."""
         general = self._general(item, signature, key, row)
         sizes = self._sizes(item, signature, key, symbol, len(general)) if symbol is not None else []
         for job in (*general, *sizes):
             job.runner = runner
         for job in general:
-            job.inputs = inputs
+            job.inputs, job.background = inputs, background
         self.jobs.extend((*general, *sizes))
         return bool(general)
 
@@ -119,7 +125,7 @@ class VersionJobs:
         executor = self.workers(len(self.jobs) + 2)  # this piece and the one this process compiles meanwhile
         if executor is None:
             return []
-        job = VersionJob(item, signature, key, "", None, row=row, submitted=time.perf_counter())
+        job = VersionJob(item, signature, key, "", None, row=row, submitted=time.perf_counter(), executor=executor)
         job.future = executor.submit(
             compile_general,
             SizeJob(
@@ -148,9 +154,12 @@ class VersionJobs:
             )
         return work
 
-    def finish(self) -> None:
+    def finish(self) -> list[PieceRunner]:
         """Every job compiled: here, the jobs no worker has started (the last first, as
-        workers take the first), then the workers' results."""
+        workers take the first), then the workers' results; a background job is left
+        to its worker, its runner running the piece's code meanwhile. The runners
+        that wait for a background job."""
+        waiting = self._to_background()
         for job in reversed(self.jobs):
             if job.future is None or job.future.cancel():
                 job.future = None
@@ -163,6 +172,23 @@ class VersionJobs:
             if runner is not None and job.size is not None and runner.specialised.get(job.size) is not_compiled:
                 runner.specialised[job.size] = runner.general
         self.report.specialisations.sort(key=lambda s: (s.piece, order(s.size)))
+        return waiting
+
+    def _to_background(self) -> list[PieceRunner]:
+        """Hand each background job to its runner, and take it off the list of jobs to
+        compile or cancel here."""
+        waiting = []
+        for job in [j for j in self.jobs if j.background]:
+            assert job.future is not None and job.executor is not None
+            assert job.runner is not None and job.row is not None
+            job.row.worker = job.row.background = True
+            job.runner.defer(
+                runnable_forward(job.item.graph),
+                InBackground(job.future, job.executor, job.item, job.key, job.row, self.versions, self.report),
+            )
+            waiting.append(job.runner)
+            self.jobs.remove(job)
+        return waiting
 
     def cancel(self) -> None:
         """Cancel what no worker has started (after a failure: nothing will collect it)."""

@@ -18,6 +18,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,6 +28,7 @@ from ..runtime.sizes import SizeKey
 from ..split.ops import SplittingOp
 from .artifact import Stale, artifact_key, load_artifact, save_artifact, serializable_guards
 from .backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
+from .background import wait_at_exit, waited
 from .cache import DEFAULT_CACHE_DIR, PieceCache, cache_root
 from .compilers import Compiler
 from .layers import traced_once
@@ -52,6 +54,7 @@ def compile(
     compiler: str | Compiler = "inductor",
     compile_sizes: Iterable[SizeKey] = (),
     compile_workers: CompileWorkers = None,
+    background: bool = True,
     cache_dir: str | os.PathLike[str] | None = DEFAULT_CACHE_DIR,
     dynamic: bool = True,
     trace_layers_once: bool = True,
@@ -61,9 +64,11 @@ def compile(
 
     The first call with a given key traces ``model(*example_args, **example_kwargs)``
     with Dynamo, compiles its pieces (see :class:`fxsplit.PiecewiseBackend` for
-    ``splitting_ops``, ``compiler``, ``compile_sizes`` and ``compile_workers``; its
-    workers start before the trace) and saves the result in
-    ``cache_dir``. A later process loads it in about a second: no trace, no compile.
+    ``splitting_ops``, ``compiler``, ``compile_sizes``, ``compile_workers`` and
+    ``background``; its workers start before the trace) and saves the result in
+    ``cache_dir``, once the pieces compiling in the background are loaded (by a call
+    after they are done, by :meth:`CompiledModel.wait`, or at the interpreter's exit).
+    A later process loads it in about a second: no trace, no compile.
     The key holds the versions of fxsplit, torch and Python, the model's class and
     the shapes of its weights, what the inputs look like, the options, and the grad
     and autocast modes; never a path, so the directory can be moved.
@@ -94,7 +99,12 @@ def compile(
         load_only = os.environ.get(LOAD_ONLY_ENV) == "1"
     splitting_ops = list(splitting_ops)
     backend = PiecewiseBackend(
-        splitting_ops, compiler, compile_sizes, compile_workers=compile_workers, cache_dir=cache_dir
+        splitting_ops,
+        compiler,
+        compile_sizes,
+        compile_workers=compile_workers,
+        background=background,
+        cache_dir=cache_dir,
     )
     root = cache_root(cache_dir)
     cache = backend.cache or (PieceCache(root) if root is not None else None)
@@ -145,6 +155,40 @@ class CompiledModel:
         self._load_only = load_only
         self._fallback: Callable[..., Any] | None = None
         self.fallback_calls = 0
+        self._unsaved: Callable[[], None] | None = None  # the save that waits for the background
+
+    def _save_when_compiled(self, save: Callable[[], None]) -> None:
+        """Run ``save`` now, or once no piece compiles in the background any more: after
+        the call that finds them done, in :meth:`wait`, or at the interpreter's exit."""
+        self._unsaved = save
+        if self._backend.compiling:
+            wait_at_exit(self.wait)
+        else:
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait for the pieces compiling in the background, run them compiled from now
+        on, and save the model if that waited for them (not where one failed to compile).
+
+        Example::
+
+            compiled = fxsplit.compile(model, example_kwargs={"input_ids": ids})
+            compiled.wait()  # every piece compiled, and the model saved
+        """
+        compiled = self._backend.wait()
+        save, self._unsaved = self._unsaved, None
+        if save is None:
+            return
+        waited(self.wait)
+        if not compiled:
+            log.warning(
+                "fxsplit.compile: the model is not saved, as a piece did not compile (see the warning before); "
+                "it runs, and the next process compiles it again"
+            )
+            return
+        saving = time.perf_counter()
+        save()
+        self._report.stages["save"] = time.perf_counter() - saving
 
     @property
     def report(self) -> CompileReport:
@@ -162,6 +206,8 @@ class CompiledModel:
             leaves = function.fn(self.model, args, kwargs)
         else:
             leaves = self._compiled_anew(args, kwargs)
+        if self._unsaved is not None and not self._backend.compiling:
+            self.wait()
         return _compat.tree_unflatten(list(leaves), self._spec)
 
     def _compiled_anew(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -243,12 +289,12 @@ def _compile(
         split=report.split_seconds,
         compile=report.compile_seconds,
     )
+    compiled = CompiledModel(model, function, spec, report, backend, dynamic)
     if cache is not None:
-        saving = time.perf_counter()
-        save_artifact(function, aot, spec, report, cache, key, f"{type(model).__module__}.{type(model).__qualname__}")
-        report.stages["save"] = time.perf_counter() - saving
+        name = f"{type(model).__module__}.{type(model).__qualname__}"
+        compiled._save_when_compiled(partial(save_artifact, function, aot, spec, report, cache, key, name))
     log.info("%s", report.format())
-    return CompiledModel(model, function, spec, report, backend, dynamic)
+    return compiled
 
 
 def _traced_once(

@@ -30,6 +30,7 @@ class PieceRow:
     seconds: float = 0.0
     graph: int = 0  # which of the backend's graphs (Dynamo may hand it several)
     worker: bool = False  # compiled in a worker process: ``seconds`` run from the job's submission
+    background: bool = False  # not waited for: the piece ran as its code until then (``seconds`` once loaded)
 
     @property
     def compiled(self) -> bool:
@@ -124,7 +125,8 @@ class CompileReport:
             f"  {'piece':14} {'kind':9} {'nodes':>5} {'hash':16} {'compile':>9}  shared with",
         ]
         for r in self.rows:
-            seconds = f"{r.seconds:8.2f}{'w' if r.worker else 's'}" if r.compiled else "-"
+            mark = "b" if r.background else "w" if r.worker else "s"
+            seconds = f"{r.seconds:8.2f}{mark}" if r.compiled else "-"
             name, twin = self._name(r.graph, r.name), self._name(r.graph, r.shared_with) if r.shared_with else ""
             lines.append(f"  {name:14} {r.kind:9} {r.nodes:5} {r.hash or '-':16} {seconds:>9}  {twin}")
         waited = self._waited()
@@ -135,8 +137,13 @@ class CompileReport:
             lines.append(f"  {self.origin}: {stages}")
         if self.traced_once:
             lines.append(f"  traced once per kind of layer: {self.traced_once}")
-        if any(r.worker for r in self.rows):
+        if any(r.worker and not r.background for r in self.rows):
             lines.append("  compile column: w, compiled in a worker (seconds from submission)")
+        if any(r.background for r in self.rows):
+            lines.append(
+                "  compile column: b, compiled in a worker in the background, the piece running as its code until "
+                "it loaded (seconds from submission to the load; 0: not loaded yet)"
+            )
         lines.append(f"  {HASH_NOTE}")
         if self.specialisations:
             done = ", ".join(

@@ -1,0 +1,151 @@
+"""background: in a graph whose layers share a compiled piece, the pieces run once per
+call compile in a worker while the first call runs them as their code; the first call
+after one is done, wait() or the interpreter's exit loads it, and fxsplit.compile
+saves the model once they are loaded."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Executor, Future
+
+import pytest
+import torch
+from test_model import model_entries, run_worker
+
+import fxsplit
+from fxsplit.compilation import background
+from fxsplit.tools import models
+
+ATTENTION = models.ATTENTION_OP_NAME
+
+
+class Held(Executor):
+    """Holds each job until :meth:`release` runs it here, as a worker would: the
+    backend cancels and compiles itself what it waits for, and leaves the rest."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[Future, object, tuple]] = []
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        self.jobs.append((future, fn, args))
+        return future
+
+    def release(self, fail: bool = False) -> None:
+        for future, fn, args in self.jobs:
+            if future.set_running_or_notify_cancel():
+                if fail:
+                    future.set_exception(RuntimeError("the worker ran out of memory"))
+                else:
+                    future.set_result(fn(*args))  # type: ignore[operator]
+
+
+def compiled_stack(layers: int, **options):
+    """(model, its compiled forward, the backend, inputs of n tokens)"""
+    model, _ = models.build(layers)
+    backend = fxsplit.PiecewiseBackend([ATTENTION], cache_dir=None, **options)
+    forward = torch.compile(model, backend=backend, dynamic=True)
+    return model, forward, backend, lambda n: models.example_inputs(model.config, n)
+
+
+def check(model, forward, inputs, n):
+    with torch.no_grad():
+        torch.testing.assert_close(forward(*inputs(n)), model(*inputs(n)), rtol=1e-4, atol=1e-4)
+
+
+def test_the_pieces_run_once_per_call_compile_while_the_first_call_runs_them_as_code():
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(4, compile_workers=held)
+    check(model, forward, inputs, 8)
+    report = backend.report
+    compute = [r.name for r in report.rows if r.kind == "compute"]
+    assert [r.name for r in report.rows if r.background] == [compute[0], compute[-1]]
+    assert report.compiler_calls == 1 and backend.compiling  # only the layers' shared piece was waited for
+    check(model, forward, inputs, 11)  # as code, at a size it was not compiled for
+
+    held.release()
+    assert not backend.compiling
+    check(model, forward, inputs, 11)  # the first call after they are done loads them
+    assert report.compiler_calls == 3 and all(r.seconds > 0 for r in report.rows if r.background)
+    check(model, forward, inputs, 5)
+
+
+def test_wait_loads_what_the_workers_compiled():
+    model, forward, backend, inputs = compiled_stack(4)  # the default workers
+    check(model, forward, inputs, 8)
+    backend.wait()
+    assert not backend.compiling and backend.report.compiler_calls == 3
+    check(model, forward, inputs, 6)
+
+
+@pytest.mark.parametrize("layers, options", [(4, {"background": False}), (2, {})], ids=["off", "no-shared-piece"])
+def test_every_piece_is_waited_for_without_background_or_a_shared_piece(layers, options):
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(layers, compile_workers=held, **options)
+    check(model, forward, inputs, 8)
+    assert not any(r.background for r in backend.report.rows) and not backend.compiling
+    assert backend.report.compiler_calls == 3
+
+
+def test_a_piece_that_fails_in_the_background_runs_as_its_code_and_says_so(caplog):
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(4, compile_workers=held)
+    check(model, forward, inputs, 8)
+    held.release(fail=True)
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        check(model, forward, inputs, 9)
+    assert "did not compile in the background (RuntimeError: the worker ran out of memory)" in caplog.text
+    assert "With background=False it compiles before the first call" in caplog.text
+    assert backend.report.compiler_calls == 1 and not backend.compiling
+    check(model, forward, inputs, 10)
+
+
+def test_a_runner_waiting_for_its_version_does_not_pickle():
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(4, compile_workers=held)
+    check(model, forward, inputs, 8)
+    (runner, *_) = backend._background
+    with pytest.raises(RuntimeError, match="still compiling in the background; wait\\(\\) for it first"):
+        runner.__getstate__()
+    held.release()
+    assert backend.wait() and runner.__getstate__()
+
+
+def test_at_exit_a_job_another_executor_never_started_is_cancelled_not_waited_for(monkeypatch, caplog):
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(4, compile_workers=held)
+    check(model, forward, inputs, 8)
+    monkeypatch.setattr(background, "_waits", [backend.wait])
+    monkeypatch.setattr(background, "_exiting", False)
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        background._wait_all()  # as the interpreter's exit runs it: it returns
+    assert caplog.text.count("did not compile in the background (CancelledError") == 2
+    check(model, forward, inputs, 9)
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["compiled", "failed"])
+def test_fxsplit_compile_saves_once_the_background_is_loaded_and_not_where_it_failed(tmp_path, caplog, fail):
+    held = Held()
+    model, _ = models.build(4)
+    ids, positions = models.example_inputs(model.config, 8)
+    with torch.no_grad():
+        compiled = fxsplit.compile(
+            model, (ids, positions), splitting_ops=[ATTENTION], compile_workers=held, cache_dir=tmp_path
+        )
+        torch.testing.assert_close(compiled(ids, positions), model(ids, positions), rtol=1e-4, atol=1e-4)
+        assert model_entries(tmp_path) == []  # not saved while pieces compile
+        held.release(fail=fail)
+        with caplog.at_level(logging.WARNING, logger="fxsplit"):
+            torch.testing.assert_close(compiled(ids, positions), model(ids, positions), rtol=1e-4, atol=1e-4)
+    if fail:
+        assert model_entries(tmp_path) == [] and "the model is not saved, as a piece did not compile" in caplog.text
+    else:
+        assert len(model_entries(tmp_path)) == 1 and "save" in compiled.report.stages
+
+
+def test_a_process_that_ends_while_pieces_compile_saves_them_for_the_next(tmp_path):
+    cold = run_worker(tmp_path, "synthetic", "--layers", "4", "--calls", "8")
+    assert cold["origin"] == "compiled"
+    warm = run_worker(tmp_path, "synthetic", "--layers", "4", "--calls", "8,11")
+    assert warm["origin"] == "loaded" and (warm["graphs"], warm["aot"], warm["compiler_calls"]) == (0, 0, 0)
+    assert warm["outputs"][0] == pytest.approx(cold["outputs"][0], abs=1e-3)
