@@ -5,6 +5,7 @@ saves the model once they are loaded."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from concurrent.futures import Executor, Future
 
@@ -141,6 +142,34 @@ def test_fxsplit_compile_saves_once_the_background_is_loaded_and_not_where_it_fa
         assert model_entries(tmp_path) == [] and "the model is not saved, as a piece did not compile" in caplog.text
     else:
         assert len(model_entries(tmp_path)) == 1 and "save" in compiled.report.stages
+
+
+def test_at_exit_what_compiled_is_saved_unloaded_and_the_next_process_loads_it(tmp_path, monkeypatch):
+    held = Held()
+    model, _ = models.build(4)
+    ids, positions = models.example_inputs(model.config, 8)
+    with torch.no_grad():
+        compiled = fxsplit.compile(
+            model,
+            example_kwargs={"input_ids": ids, "positions": positions},  # as model_worker.py compiles it
+            splitting_ops=[ATTENTION],
+            compile_workers=held,
+            cache_dir=tmp_path,
+        )
+        compiled(input_ids=ids, positions=positions)
+    held.release()
+    versions = compiled._backend._versions
+
+    def refuse(blob):  # as Inductor at exit, whose threads are shut down by then
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    monkeypatch.setattr(versions, "persistent", dataclasses.replace(versions.persistent, deserialize=refuse))
+    monkeypatch.setattr(background, "_waits", [compiled._backend.wait, compiled.wait])
+    monkeypatch.setattr(background, "_exiting", False)
+    background._wait_all()
+    assert len(model_entries(tmp_path)) == 1
+    warm = run_worker(tmp_path, "synthetic", "--layers", "4", "--calls", "8,11")
+    assert warm["origin"] == "loaded" and (warm["graphs"], warm["compiler_calls"], warm["fallback_calls"]) == (0, 0, 0)
 
 
 def test_a_process_that_ends_while_pieces_compile_saves_them_for_the_next(tmp_path):

@@ -75,6 +75,8 @@ class InBackground:
                 first,
             )
             return None
+        if _exiting:  # Inductor's own threads have stopped: it loads nothing more
+            return self.versions.unloaded(blob, self.item, self.key, self.report)
         compiled = self.versions.loaded(blob, self.item, self.key, None, self.report)
         self.row.seconds = time.perf_counter() - self.submitted
         return compiled
@@ -110,8 +112,11 @@ def _wait_all() -> None:
         waits = list(_waits)
         _waits.clear()
         _exiting = True
-    try:
-        for wait in waits:
+    for wait in waits:
+        try:
             wait()
-    except KeyboardInterrupt:
-        log.warning("fxsplit: interrupted while waiting for pieces compiling in the background; they are not saved")
+        except KeyboardInterrupt:
+            log.warning("fxsplit: interrupted while waiting for pieces compiling in the background; they are not saved")
+            return
+        except Exception as error:  # the exit goes on; what it could not save is compiled again next time
+            log.warning("fxsplit: at exit, could not save what compiled in the background (%r)", error)

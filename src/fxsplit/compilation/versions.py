@@ -117,11 +117,28 @@ class Versions:
         cache = self.cache
         with cache.compiler_context() if cache is not None else nullcontext():
             compiled = self.persistent.deserialize(blob)
+        return self._kept_from_worker(compiled, blob, item, key, size, report)
+
+    def unloaded(self, blob: bytes, item: SplitItem, key: Hashable | None, report: CompileReport) -> Callable[..., Any]:
+        """A general version a worker compiled, saved to the cache as :meth:`loaded`
+        does but not loaded: a stand-in that holds its bytes, for a saved model, at the
+        interpreter's exit, where Inductor can load nothing more (its threads are gone)."""
+        return self._kept_from_worker(_Unloaded(item.submod_name), blob, item, key, None, report)
+
+    def _kept_from_worker(
+        self,
+        compiled: Callable[..., Any],
+        blob: bytes,
+        item: SplitItem,
+        key: Hashable | None,
+        size: SizeKey | None,
+        report: CompileReport,
+    ) -> Callable[..., Any]:
         report.compiler_calls += 1
         entry = self.entry(key, size) if key is not None else None
-        if cache is not None and entry is not None:
+        if self.cache is not None and entry is not None:
             report.cache_misses += 1
-            self._save(cache, entry, item, blob, size)
+            self._save(self.cache, entry, item, blob, size)
         return self._keep(compiled, blob)
 
     def _compiled(
@@ -212,6 +229,16 @@ class Versions:
                 item.submod_name,
                 error,
             )
+
+
+class _Unloaded:
+    """A compiled piece known by its bytes only (see :meth:`Versions.unloaded`)."""
+
+    def __init__(self, piece: str) -> None:
+        self.piece = piece
+
+    def __call__(self, *args: Any) -> Any:
+        raise RuntimeError(f"fxsplit: {self.piece} was compiled at the interpreter's exit and cannot run")
 
 
 def _loaded(store: _compat.PersistentCompiler, blob: bytes) -> tuple[Callable[..., Any], bytes]:
