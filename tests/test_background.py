@@ -11,6 +11,7 @@ from concurrent.futures import Executor, Future
 
 import pytest
 import torch
+from conftest import hf_llama, logits_of
 from test_model import model_entries, run_worker
 
 import fxsplit
@@ -178,3 +179,17 @@ def test_a_process_that_ends_while_pieces_compile_saves_them_for_the_next(tmp_pa
     warm = run_worker(tmp_path, "synthetic", "--layers", "4", "--calls", "8,11")
     assert warm["origin"] == "loaded" and (warm["graphs"], warm["aot"], warm["compiler_calls"]) == (0, 0, 0)
     assert warm["outputs"][0] == pytest.approx(cold["outputs"][0], abs=1e-3)
+
+
+def test_wait_compiled_waits_for_the_backend_that_backend_fxsplit_made():
+    model = hf_llama(4).eval()
+    forward = torch.compile(logits_of(model), backend="fxsplit", dynamic=True)
+    ids = torch.randint(0, 128, (1, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(forward(ids), logits_of(model)(ids), rtol=1e-4, atol=1e-4)
+        fxsplit.wait_compiled()
+        report = fxsplit.last_report()
+        assert report is not None and sum(r.background for r in report.rows) == 2
+        assert report.compiler_calls == 3 and all(r.seconds > 0 for r in report.rows if r.background)
+        other = torch.randint(0, 128, (1, 11), generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(forward(other), logits_of(model)(other), rtol=1e-4, atol=1e-4)

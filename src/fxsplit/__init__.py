@@ -41,6 +41,7 @@ _HOMES = {
     "matcher": ".split.ops",
     "split_graph": ".split.splitters",
     "split_module": ".split.splitters",
+    "wait_compiled": ".compilation.background",
 }
 
 __all__ = [
@@ -65,10 +66,12 @@ __all__ = [
     "matcher",
     "split_graph",
     "split_module",
+    "wait_compiled",
 ]
 
 if TYPE_CHECKING:
     from .compilation.backend import DEFAULT_SPLITTING_OPS, PiecewiseBackend
+    from .compilation.background import wait_compiled
     from .compilation.cache import NotACacheDirError, UnsafeCacheDirError
     from .compilation.compilers import COMPILER_NAMES
     from .compilation.model import ArtifactError, CompiledModel, compile

@@ -11,7 +11,8 @@ to the general one.
 
 ``PiecewiseBackend.__call__`` is the data path: split (:mod:`fxsplit.split`), key
 (:mod:`.dedup`), compile or share (:mod:`.versions`), the versions compiled side by
-side (:mod:`.jobs`, :mod:`.workers`), CUDA-graph capture
+side (:mod:`.jobs`, :mod:`.workers`; the pieces run once per call in the background,
+:mod:`.background`), CUDA-graph capture
 (:mod:`fxsplit.runtime.cudagraphs`), then the stitching that calls the pieces
 (:mod:`fxsplit.runtime.stitching`).
 """

@@ -106,6 +106,24 @@ def waited(wait: Callable[[], Any]) -> None:
             _waits.remove(wait)
 
 
+def wait_compiled() -> None:
+    """Wait for every piece that compiles in the background in this process, for every
+    backend (those ``backend="fxsplit"`` makes too) and every ``fxsplit.compile``, and
+    run each compiled from now on; saved models that waited for them are saved. Time
+    a model's steady state after this.
+
+    Example::
+
+        model = torch.compile(model, backend="fxsplit", dynamic=True)
+        model(*inputs)  # the first call: the pieces run once per call may still be compiling
+        fxsplit.wait_compiled()  # from here on, every piece runs compiled
+    """
+    with _lock:
+        waits = list(_waits)
+    for wait in waits:
+        wait()
+
+
 def _wait_all() -> None:
     global _exiting
     with _lock:

@@ -109,6 +109,7 @@ def measure(layers: int, threads: int, sizes: Sequence[int] = SIZES, progress: b
 
     import torch
 
+    from ..compilation.background import wait_compiled
     from . import models
 
     result = SteadyResult(layers, threads)
@@ -124,6 +125,7 @@ def measure(layers: int, threads: int, sizes: Sequence[int] = SIZES, progress: b
             compiled[mode] = _compiled(mode, model, [models.ATTENTION_OP_NAME])
             for n in sizes:
                 torch.testing.assert_close(compiled[mode](*inputs[n]), expected[n], rtol=1e-4, atol=1e-4)
+        wait_compiled()  # fxsplit's pieces run once per call may still compile in the background
         if progress:
             print("steady state: timing every mode, interleaved ...", file=sys.stderr, flush=True)
         result.forward_ms = interleaved_ms(compiled, inputs)
