@@ -10,6 +10,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,28 @@ def test_a_model_holding_an_object_of_a_nested_class_saves_and_loads(tmp_path):
     warm = run_worker(tmp_path / "cache", spec, "--calls", "8")
     assert cold["origin"] == "compiled" and warm["origin"] == "loaded"
     assert warm["outputs"] == cold["outputs"] and (warm["graphs"], warm["aot"], warm["fallback_calls"]) == (0, 0, 0)
+
+
+def test_guards_through_an_object_of_a_nested_class_are_left_out_and_no_others():
+    def nested():
+        class Func:
+            pass
+
+        return Func()
+
+    def guard(name, kind="CONSTANT_MATCH", value=None):
+        return types.SimpleNamespace(
+            name=name, guard_type=kind, derived_guard_types=(), has_value=value is not None, value=value
+        )
+
+    guards = [
+        guard("L['m'].f", "TYPE_MATCH", nested()),
+        guard("L['m'].f.factor"),
+        guard("dict(type(L['m'].f).__dict__)['forward'].__name__"),
+        guard("L['m'].fx"),  # a longer name, not a path through L['m'].f
+        guard("L['m'].g", "TYPE_MATCH", 3),
+    ]
+    assert saved_model.serializable_guards(guards) == [False, False, False, True, True]
 
 
 # Failure modes in one process: a model compiled once, its artifact then damaged

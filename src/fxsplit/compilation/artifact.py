@@ -15,6 +15,7 @@ import inspect
 import json
 import logging
 import pickle
+import re
 import sys
 import time
 import warnings
@@ -96,12 +97,14 @@ def serializable_guards(guards: Sequence[Any]) -> list[bool]:
     path through that type finds none of its closures when loaded. Such a class is
     made anew in every process, by source whose checksums the saved model keeps."""
     unsupported = _compat.unserializable_guard_types()
-    nested = [g.name for g in guards if _matches_a_nested_type(g)]
+    nested = [re.escape(g.name) for g in guards if _matches_a_nested_type(g)]
+    # the object's own source, or one that goes on from it (not a longer name: a.b, not a.bc)
+    through = re.compile(f"(?:{'|'.join(nested)})(?!\\w)") if nested else None
     return [
         g.guard_type not in unsupported
         and not unsupported.intersection(g.derived_guard_types)
         and not reads_forward_code(g.name)
-        and not any(name in g.name for name in nested)
+        and not (through is not None and through.search(g.name))
         for g in guards
     ]
 
