@@ -16,6 +16,7 @@ from test_model import model_entries, run_worker
 
 import fxsplit
 from fxsplit.compilation import background
+from fxsplit.compilation.workers import WorkerError
 from fxsplit.tools import models
 
 ATTENTION = models.ATTENTION_OP_NAME
@@ -33,19 +34,23 @@ class Held(Executor):
         self.jobs.append((future, fn, args))
         return future
 
-    def release(self, fail: bool = False) -> None:
+    def release(self, fail: bool | BaseException = False) -> None:
         for future, fn, args in self.jobs:
             if future.set_running_or_notify_cancel():
                 if fail:
-                    future.set_exception(RuntimeError("the worker ran out of memory"))
+                    error = fail if isinstance(fail, BaseException) else RuntimeError("the worker ran out of memory")
+                    future.set_exception(error)
                 else:
                     future.set_result(fn(*args))  # type: ignore[operator]
 
 
-def compiled_stack(layers: int, **options):
+def compiled_stack(layers: int, cache_dir=None, **options):
     """(model, its compiled forward, the backend, inputs of n tokens)"""
+    # each test compiles the built-in model's frame anew: past Dynamo's recompile limit it would run
+    # eagerly, in this file's later tests and in other files'
+    torch.compiler.reset()
     model, _ = models.build(layers)
-    backend = fxsplit.PiecewiseBackend([ATTENTION], cache_dir=None, **options)
+    backend = fxsplit.PiecewiseBackend([ATTENTION], cache_dir=cache_dir, **options)
     forward = torch.compile(model, backend=backend, dynamic=True)
     return model, forward, backend, lambda n: models.example_inputs(model.config, n)
 
@@ -100,6 +105,20 @@ def test_a_piece_that_fails_in_the_background_runs_as_its_code_and_says_so(caplo
     assert "With background=False it compiles before the first call" in caplog.text
     assert backend.report.compiler_calls == 1 and not backend.compiling
     check(model, forward, inputs, 10)
+
+
+def test_a_piece_a_worker_refuses_compiles_in_the_trace_in_the_next_process(tmp_path, caplog):
+    # a compile that assumed something about the sizes: only Dynamo's trace can guard it
+    held = Held()
+    model, forward, backend, inputs = compiled_stack(4, tmp_path, compile_workers=held)
+    check(model, forward, inputs, 8)
+    held.release(fail=WorkerError("GuardedCompile: the compile of submod_8 assumed 2*s0 < 32767"))
+    with caplog.at_level(logging.WARNING, logger="fxsplit"):
+        check(model, forward, inputs, 9)
+    assert "a later process with this cache compiles it before the first call" in caplog.text
+    model, forward, again, inputs = compiled_stack(4, tmp_path, compile_workers=Held())
+    check(model, forward, inputs, 8)
+    assert not any(r.background for r in again.report.rows) and not again.compiling
 
 
 def test_a_runner_waiting_for_its_version_does_not_pickle():

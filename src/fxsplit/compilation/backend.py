@@ -258,14 +258,18 @@ class PiecewiseBackend:
 
     def _background_keys(self, keys: list[Hashable | None]) -> set[Hashable]:
         """The pieces compiled in the background (see ``background``): in a graph where
-        some piece stands for two or more, those that stand for one and were not
-        compiled for an earlier graph."""
+        some piece stands for two or more, those that stand for one, were not compiled
+        for an earlier graph, and were not found to compile only in Dynamo's trace."""
         if not self.background or self._graph_device is not None or self.dump_dir is not None:
             return set()
         counts = Counter(key for key in keys if key is not None)
         if not counts or max(counts.values()) < 2:
             return set()
-        return {key for key, n in counts.items() if n == 1 and key not in self._runners}
+        return {
+            key
+            for key, n in counts.items()
+            if n == 1 and key not in self._runners and not self._versions.compiles_in_trace(key)
+        }
 
     def _compile_piece(
         self,

@@ -28,7 +28,7 @@ from typing import Any
 from ..split.splitters import SplitItem
 from .report import CompileReport, PieceRow
 from .versions import Versions
-from .workers import WorkerPool
+from .workers import GuardedCompile, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,15 @@ class InBackground:
         except (Exception, CancelledError) as error:
             lines = str(error).strip().splitlines()
             first = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+            refused = isinstance(error, GuardedCompile) or str(error).startswith(GuardedCompile.__name__)
+            if refused:  # only Dynamo's trace can guard what it assumed: there, in later processes
+                self.versions.remember_in_trace(self.item, self.key)
             log.warning(
-                "fxsplit: %s did not compile in the background (%s); it runs as its own code. With "
+                "fxsplit: %s did not compile in the background (%s); it runs as its own code%s. With "
                 "background=False it compiles before the first call",
                 name,
                 first,
+                "; a later process with this cache compiles it before the first call" if refused else "",
             )
             return None
         if _exiting:  # Inductor's own threads have stopped: it loads nothing more

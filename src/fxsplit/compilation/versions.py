@@ -192,6 +192,31 @@ class Versions:
         entry = self.entry(key, size) if key is not None else None
         return self.cache is not None and entry is not None and entry in self.cache
 
+    def compiles_in_trace(self, key: Hashable | None) -> bool:
+        """Whether a process found that this piece's general version compiles only in
+        Dynamo's trace (:meth:`remember_in_trace`), so that it is not sent to the background."""
+        entry = self._in_trace_entry(key)
+        return self.cache is not None and entry is not None and entry in self.cache
+
+    def remember_in_trace(self, item: SplitItem, key: Hashable | None) -> None:
+        """Keep in the cache that a worker refused this piece's general version (its
+        compile assumed something about the sizes, which only Dynamo's trace can guard)."""
+        entry = self._in_trace_entry(key)
+        if self.cache is None or entry is None:
+            return
+        description = {"piece": item.submod_name, "compiler": self.compiler_name, "compiles": "in the trace"}
+        try:
+            self.cache.store(entry, lambda path: path.write_bytes(b""), description)
+        except (OSError, RuntimeError) as error:
+            log.warning(
+                "fxsplit: could not note in the cache that %s compiles in the trace (%s)", item.submod_name, error
+            )
+
+    def _in_trace_entry(self, key: Hashable | None) -> str | None:
+        if key is None:
+            return None
+        return persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], "in the trace")
+
     def entry(self, key: Hashable, size: SizeKey | None) -> str | None:
         """The persistent cache's key for a piece compiled for ``size`` (None: general)."""
         return persistent_key(key, self.compiler_name, torch.__version__, sys.version_info[:2], size)
